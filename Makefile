@@ -1,0 +1,40 @@
+# Two commands on a fresh Debian machine (root):
+#   make demo  - install what is missing, build and publish the lab, run every mode, report
+#   make test  - the tests (the lab tests need `make lab` first; they skip without it)
+PYTHON ?= python3
+VENV := .venv
+HARNESS := $(VENV)/bin/harness
+ITERS ?= 20
+SEED ?= 1
+OUT ?= results/demo
+LAUNCHER ?= mpirun
+MODES := random basic platform platform-version descriptive-basic descriptive-mpi
+
+.PHONY: demo test lab venv lint bench clean-demo
+
+$(HARNESS): pyproject.toml
+	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(HARNESS)
+
+venv: $(HARNESS)
+
+lab: venv
+	PYTHON=$(VENV)/bin/python bash scripts/lab-up.sh
+
+demo: lab
+	@for mode in $(MODES); do \
+	  $(HARNESS) run --manifests containers/lab/manifests.yaml --mode $$mode \
+	    --iters $(ITERS) --seed $(SEED) --launcher $(LAUNCHER) --outdir $(OUT) || exit 1; \
+	done
+	$(HARNESS) report $(OUT)
+
+test: venv
+	$(VENV)/bin/python -m pytest -q -ra
+
+lint: venv
+	$(VENV)/bin/ruff check harness tests benchmarks
+
+bench: venv
+	@for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done

@@ -1,0 +1,183 @@
+"""Compatibility artifacts (compspec CompatibilitySpec JSON): their sources and what they say.
+
+Sources, in the order a lookup tries them for one image:
+- a local file named by the manifest's `artifact` field (a path that exists);
+- a compspec-go cache directory (`--cache`): file name = reference with `/` and `:` turned into `-`;
+- the OCI registry through `oras`, behind our own cache, which serves hits (compspec-go's writes
+  its cache but never reads it back) and never turns a failed fetch into an empty spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+# compspec-go used the first before its rename to compspec (2024-02), the second after it.
+MEDIA_TYPES = ("application/org.supercontainers.compspec", "application/org.compspec")
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    ref: str
+    digest: str
+    attributes: dict[str, str]  # flattened: "<compatibility name>.<attribute>" -> value
+    source: str
+
+
+def cache_name(ref: str) -> str:
+    """compspec-go's cache file name for an artifact reference."""
+    return ref.replace("/", "-").replace(":", "-") + ".json"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compat-harness" / "artifacts"
+
+
+def parse(data: bytes, where: str) -> dict[str, str]:
+    """Flatten a CompatibilitySpec into compspec-go's match keys, or say what is wrong with it."""
+    try:
+        spec = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HarnessError(f"{where}: artifact is not JSON") from None
+    if not isinstance(spec, dict) or spec.get("kind") != "CompatibilitySpec":
+        raise HarnessError(
+            f"{where}: artifact is not a CompatibilitySpec (kind is missing or wrong)"
+        )
+    compats = spec.get("compatibilities")
+    if not isinstance(compats, list):
+        raise HarnessError(f"{where}: artifact has no 'compatibilities' list")
+    flat: dict[str, str] = {}
+    for i, compat in enumerate(compats):
+        if not isinstance(compat, dict) or not isinstance(compat.get("name"), str):
+            raise HarnessError(f"{where}: compatibilities[{i}] has no name")
+        attrs = compat.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise HarnessError(f"{where}: compatibilities[{i}].attributes is not a mapping")
+        for key, value in attrs.items():
+            flat[f"{compat['name']}.{key}"] = str(value)
+    return flat
+
+
+def tls_verify() -> bool | str:
+    """Trust the system's CA store (where the lab's CA is installed), not certifi's bundle."""
+    return str(SYSTEM_CA_BUNDLE) if SYSTEM_CA_BUNDLE.is_file() else True
+
+
+def probe_registry(ref: str) -> None:
+    """Fail at once when the registry of a reference does not answer at all.
+
+    oras retries a refused connection five times with growing sleeps (over two minutes).
+    """
+    import requests
+
+    host = ref.split("/", 1)[0]
+    try:
+        requests.get(f"https://{host}/v2/", timeout=10, verify=tls_verify())
+    except requests.RequestException as exc:
+        raise HarnessError(f"registry {host} is unreachable ({type(exc).__name__})") from None
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore:
+    """Each image's artifact, looked up once per process; the registry only on a cache miss."""
+
+    def __init__(
+        self,
+        cache: Path | None = None,
+        registry_cache: Path | None = None,
+        skip_invalid: bool = False,
+    ):
+        self.cache = Path(cache) if cache else None
+        self.skip_invalid = skip_invalid
+        self.skipped: dict[str, str] = {}  # image name -> why its artifact was unusable
+        if self.cache is not None and not self.cache.is_dir():
+            raise HarnessError(f"artifact cache {self.cache}: not a directory")
+        self.registry_cache = Path(registry_cache) if registry_cache else default_cache_dir()
+        self._memo: dict[str, Artifact] = {}
+        self._client = None
+
+    def get(self, image_name: str, ref: str | None) -> Artifact | None:
+        """The image's artifact; None when it is unusable and skip_invalid was asked for."""
+        try:
+            if not ref:
+                raise HarnessError(f"image {image_name}: the manifest gives no artifact")
+            if ref not in self._memo:
+                self._memo[ref] = self._load(image_name, ref)
+            return self._memo[ref]
+        except HarnessError as exc:
+            if not self.skip_invalid:
+                raise
+            self.skipped[image_name] = str(exc)
+            return None
+
+    def _load(self, image_name: str, ref: str) -> Artifact:
+        where = f"image {image_name}"
+        local = Path(ref)
+        if local.suffix == ".json" and local.is_file():
+            data = local.read_bytes()
+            return Artifact(ref, _digest(data), parse(data, where), f"file:{local}")
+        if self.cache is not None:
+            path = self.cache / cache_name(ref)
+            if not path.is_file():
+                raise HarnessError(f"{where}: artifact {ref} is not in cache {self.cache}")
+            data = path.read_bytes()
+            return Artifact(ref, _digest(data), parse(data, where), f"cache:{path}")
+        path = self.registry_cache / cache_name(ref)
+        if path.is_file():
+            data = path.read_bytes()
+            return Artifact(ref, _digest(data), parse(data, where), f"cache:{path}")
+        data = self._fetch(where, ref)
+        flat = parse(data, where)  # validate before caching: a bad artifact is never cached
+        _write_atomic(path, data)
+        return Artifact(ref, _digest(data), flat, f"registry:{ref}")
+
+    def _fetch(self, where: str, ref: str) -> bytes:
+        import oras.client  # deferred: importing oras costs ~0.3 s and offline runs never need it
+
+        if self._client is None:
+            self._client = oras.client.OrasClient(tls_verify=tls_verify())
+        client = self._client
+        try:
+            probe_registry(ref)
+            manifest = client.get_manifest(ref)
+            layers = [
+                lay for lay in manifest.get("layers", []) if lay.get("mediaType") in MEDIA_TYPES
+            ]
+            if not layers:
+                raise HarnessError(
+                    f"{where}: artifact {ref} has no layer of media type {' or '.join(MEDIA_TYPES)}"
+                )
+            response = client.get_blob(ref, layers[0]["digest"])
+            response.raise_for_status()
+        except HarnessError as exc:
+            raise HarnessError(f"{where}: cannot fetch artifact {ref}: {exc}") from None
+        except Exception as exc:  # requests/oras raise many types; the user needs the one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HarnessError(f"{where}: cannot fetch artifact {ref}: {reason}") from None
+        data = response.content
+        if _digest(data) != layers[0]["digest"]:
+            raise HarnessError(f"{where}: artifact {ref} does not match its digest")
+        return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

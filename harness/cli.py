@@ -1,0 +1,414 @@
+"""The `harness` command line. Bad input ends in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+DEFAULT_LAUNCHER = os.environ.get("HARNESS_LAUNCHER", "mpirun")
+
+
+def _launcher_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--launcher",
+        default=DEFAULT_LAUNCHER,
+        help="host MPI launcher: mpirun (Open MPI) or mpiexec.mpich "
+        "(default: $HARNESS_LAUNCHER or mpirun)",
+    )
+
+
+def _matcher_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--matcher",
+        choices=["native", "compspec-go"],
+        default="native",
+        help="native (compspec-go's matching plus normalisation) or the real `compspec match` "
+        "(exact strings; needs compspec on PATH or $HARNESS_COMPSPEC)",
+    )
+
+
+def _selection_args(p: argparse.ArgumentParser, mode_required: bool = True) -> None:
+    p.add_argument("--manifests", required=True, type=Path, help="manifest (compspec-go format)")
+    p.add_argument("--mode", required=mode_required, help="selection mode")
+    p.add_argument("--mode-file", type=Path, help="YAML file defining more modes")
+    p.add_argument("--host", dest="host_file", type=Path, help="host description (JSON/YAML)")
+    p.add_argument("--cache", type=Path, help="compspec-go cache directory of artifacts")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="exclude images whose artifact is missing or invalid (default: stop with an error)",
+    )
+    _launcher_arg(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("host", help="describe this machine in compspec attribute keys")
+    p.add_argument("--json", action="store_true")
+    _launcher_arg(p)
+
+    p = sub.add_parser("candidates", help="images a mode allows for a host")
+    _selection_args(p)
+    _matcher_arg(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("explain", help="every attribute compared, per image, and the verdict")
+    _selection_args(p, mode_required=False)
+
+    p = sub.add_parser("predict", help="expected success rate of each mode, before running")
+    _selection_args(p, mode_required=False)
+    p.add_argument(
+        "--protocol",
+        choices=["host", "reference"],
+        default="host",
+        help="host: this harness's modes on the host; reference: the Flux Operator "
+        "protocol of rse-ops/lammps-matrix (Flux views mounted into images)",
+    )
+    p.add_argument("--mpi-model", default="hybrid", choices=["hybrid", "bind"])
+    p.add_argument("--iters", type=int, default=30, help="runs per mode to scale counts to")
+    p.add_argument(
+        "--measured",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="harness outdirs or a published results csv to compare with",
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("run", help="run N iterations of a mode and record each outcome")
+    _selection_args(p)
+    _matcher_arg(p)
+    p.add_argument("--iters", type=int, required=True)
+    p.add_argument("--outdir", type=Path, required=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--executor", default="local", choices=["local", "flux"])
+    p.add_argument("--np", type=int, default=2, help="MPI ranks (default 2)")
+    p.add_argument("--mpi-model", default="hybrid", choices=["hybrid", "bind"])
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per job (default 300)")
+    p.add_argument("--sif-cache", type=Path, help="where pulled SIF images are kept")
+    p.add_argument(
+        "--max-concurrent", type=int, default=1, help="iterations in flight at once (default 1)"
+    )
+
+    p = sub.add_parser("classify", help="classify raw job logs")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="tables, CSV, markdown and plots from run records")
+    p.add_argument("outdirs", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", type=Path, help="where to write the report (default: first outdir)")
+
+    p = sub.add_parser("artifact", help="compatibility artifacts")
+    asub = p.add_subparsers(dest="artifact_command", required=True)
+    a = asub.add_parser("create", help="describe a SIF image as a CompatibilitySpec")
+    a.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("lab", help="the lab: image matrix, registry, artifacts")
+    lsub = p.add_subparsers(dest="lab_command", required=True)
+    for name in ("build", "publish", "verify"):
+        a = lsub.add_parser(name)
+        a.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def cmd_host(args) -> int:
+    from harness import host
+
+    desc = host.detect(args.launcher)
+    if args.json:
+        print(host.to_json(desc))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("attribute", "value", title="this host")
+        for key, value in sorted(desc.items()):
+            table.add_row(key, value)
+        Console().print(table)
+    return 0
+
+
+def _judge(args, mode_name: str):
+    from harness import host, manifest, matching, modes
+    from harness.artifacts import ArtifactStore
+
+    images = manifest.load(args.manifests)
+    mode = modes.resolve(mode_name, args.mode_file)
+    desc = host.resolve(args.host_file, args.launcher)
+    store = ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
+    verdicts = matching.judge(images, mode, desc, store)
+    warn_skipped(store.skipped)
+    return mode, verdicts
+
+
+def warn_skipped(skipped: dict[str, str]) -> None:
+    for why in skipped.values():
+        print(f"harness: warning: skipped: {why}", file=sys.stderr)
+
+
+def cmd_candidates(args) -> int:
+    from harness import host, manifest, matching, modes
+    from harness.artifacts import ArtifactStore
+
+    images = manifest.load(args.manifests)
+    mode = modes.resolve(args.mode, args.mode_file)
+    desc = host.resolve(args.host_file, args.launcher)
+    store = ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
+    verdicts = matching.select(args.matcher, args.manifests, images, mode, desc, store)
+    warn_skipped(store.skipped)
+    allowed = [v.image.name for v in verdicts]
+    if args.json:
+        print(json.dumps(allowed, indent=2))
+    else:
+        print("\n".join(allowed))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness import matching, modes
+
+    # Rich assumes 80 columns when output is not a terminal: too narrow for attribute keys.
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    names = [args.mode] if args.mode else list(modes.load(args.mode_file))
+    for name in names:
+        mode, verdicts = _judge(args, name)
+        table = Table(
+            "image",
+            "attribute",
+            "host",
+            "image value",
+            "",
+            "verdict",
+            title=f"mode {mode.name}: {mode.description}",
+        )
+        for v in verdicts:
+            if not v.checks:
+                table.add_row(v.image.name, "-", "-", "-", "", "[green]in[/] (no filter)")
+            for j, c in enumerate(v.checks):
+                mark = "[green]pass[/]" if c.ok else "[red]fail[/]"
+                verdict = ""
+                if j == 0:
+                    verdict = "[green]in[/]" if v.ok else f"[red]out[/]: {v.failed[0].key} differs"
+                table.add_row(
+                    v.image.name if j == 0 else "",
+                    c.key,
+                    c.host,
+                    c.image if c.image is not None else "(absent)",
+                    mark,
+                    verdict,
+                )
+            table.add_section()
+        console.print(table)
+        allowed = sum(v.ok for v in verdicts)
+        if allowed:
+            console.print(f"mode {mode.name}: {allowed} of {len(verdicts)} images are candidates")
+        else:
+            console.print(matching.why_empty(mode, verdicts))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness import host, manifest, modes, predict
+    from harness.artifacts import ArtifactStore
+
+    images = manifest.load(args.manifests)
+    known = modes.load(args.mode_file)
+    chosen = {args.mode: modes.resolve(args.mode, args.mode_file)} if args.mode else known
+    desc = host.resolve(args.host_file, args.launcher)
+    store = ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
+    if args.protocol == "reference":
+        preds = predict.reference(images, store, desc, chosen)
+    else:
+        preds = predict.on_host(images, store, desc, chosen, args.mpi_model)
+    warn_skipped(store.skipped)
+    seen = predict.measured(args.measured)
+    n = args.iters
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    p.mode: {
+                        "success_rate": round(p.success, 4),
+                        "expected": {r: round(v * n, 2) for r, v in sorted(p.outcomes.items())},
+                        "rules": {
+                            r: {w: round(v, 4) for w, v in c.items()} for r, c in p.why.items()
+                        },
+                        "measured": dict(seen.get(p.mode, {})),
+                    }
+                    for p in preds
+                },
+                indent=2,
+            )
+        )
+        return 0
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(
+        "mode",
+        "predicted success",
+        f"expected of {n}",
+        "measured",
+        "predicted failures (rule: share)",
+        title=f"prediction ({args.protocol})",
+    )
+    for p in preds:
+        got = seen.get(p.mode)
+        got_s = f"{got['success']}/{sum(got.values())}" if got else "-"
+        rules = "; ".join(
+            f"{r}: {v:.0%}" for r, v in sorted(p.outcomes.items()) if r != "success" and v > 0
+        )
+        table.add_row(p.mode, f"{p.success:.0%}", f"{p.success * n:.1f}", got_s, rules)
+    console.print(table)
+    for p in preds:
+        for reason, whys in p.why.items():
+            for why, share in whys.most_common():
+                console.print(f"  {p.mode}: {reason} {share:.0%}: {why}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from collections import Counter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness import runner
+
+    cfg = runner.RunConfig(
+        manifests=args.manifests,
+        mode=args.mode,
+        iters=args.iters,
+        outdir=args.outdir,
+        seed=args.seed,
+        executor=args.executor,
+        launcher=args.launcher,
+        np=args.np,
+        mpi_model=args.mpi_model,
+        timeout_s=args.timeout,
+        host_file=args.host_file,
+        cache=args.cache,
+        mode_file=args.mode_file,
+        sif_cache=args.sif_cache,
+        max_concurrent=args.max_concurrent,
+        skip_invalid=args.skip_invalid,
+        matcher=args.matcher,
+    )
+    counts: Counter = Counter()
+    with Progress(
+        TextColumn(f"[bold]{args.mode}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[counts]}"),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("run", total=args.iters, counts="")
+        done = len(runner_done(args.outdir, args.mode))
+        progress.update(task, completed=min(done, args.iters))
+
+        def on_record(rec) -> None:
+            counts[rec.reason] += 1
+            shown = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            progress.update(task, advance=1, counts=shown)
+
+        runner.run(cfg, on_record=on_record, on_skip=warn_skipped)
+    return 0
+
+
+def runner_done(outdir: Path, mode: str) -> set[int]:
+    from harness import records
+
+    return records.completed_iterations(outdir, mode) if outdir.exists() else set()
+
+
+def cmd_classify(args) -> int:
+    from harness.classify import classify_file
+
+    files: list[Path] = []
+    for path in args.paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".log", ".out"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise HarnessError(f"{path}: no such file or directory")
+    results = [(f, classify_file(f)) for f in files]
+    if args.json:
+        print(
+            json.dumps(
+                [{"path": str(f), "reason": c.reason, "evidence": c.evidence} for f, c in results],
+                indent=2,
+            )
+        )
+    else:
+        for f, c in results:
+            print(f"{f}\t{c.reason}\t{c.evidence}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness import report
+
+    return report.main(
+        [str(d) for d in args.outdirs], args.json, str(args.out) if args.out else None
+    )
+
+
+def cmd_artifact(args) -> int:
+    from harness import artifact_create
+
+    return artifact_create.main(args.rest)
+
+
+def cmd_lab(args) -> int:
+    if args.lab_command == "build":
+        from harness.lab import build
+
+        return build.main(args.rest)
+    from harness.lab import publish
+
+    return (publish.verify_main if args.lab_command == "verify" else publish.main)(args.rest)
+
+
+COMMANDS = {
+    "host": cmd_host,
+    "predict": cmd_predict,
+    "candidates": cmd_candidates,
+    "explain": cmd_explain,
+    "run": cmd_run,
+    "classify": cmd_classify,
+    "report": cmd_report,
+    "artifact": cmd_artifact,
+    "lab": cmd_lab,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `harness ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("harness: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

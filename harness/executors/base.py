@@ -1,0 +1,40 @@
+"""What every executor takes and gives back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Job:
+    sif: Path
+    command: tuple[str, ...]
+    np: int
+    workdir: str | None
+    mpi_model: str  # hybrid: the image's own MPI; bind: the host's MPI libraries bound in
+    timeout_s: float
+    stdout: Path
+    stderr: Path
+
+
+@dataclass
+class JobResult:
+    argv: list[str]
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    queue_s: float
+    run_s: float
+    events: list[dict] = field(default_factory=list)
+
+
+class Executor(Protocol):
+    name: str
+    launcher: str
+
+    def preflight(self) -> None:
+        """Raise HarnessError when what the executor needs is missing."""
+
+    def run(self, job: Job) -> JobResult: ...

@@ -1,0 +1,98 @@
+"""The embedded default: the host's MPI launcher starts `np` ranks of `apptainer exec` (hybrid).
+
+With the bind model the host's MPI library is bound over the container's, the way a Flux view or
+a host PMI library is mounted into an image on a cluster: an image older than the host then
+fails to load it (glibc), which is a genuine os-abi failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness import runtime
+from harness.errors import HarnessError
+from harness.executors.base import Job, JobResult
+from harness.host import launcher_mpi
+
+# Open MPI refuses root unless told; the VM runs everything as root.
+OPENMPI_ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+MPI_SONAMES = {"OpenMPI": "libmpi.so.40", "mpich": "libmpich.so.12", "intel-mpi": "libmpi.so.12"}
+
+
+def host_library(soname: str) -> Path:
+    """The host's file for a shared library soname, from the dynamic linker's cache."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        m = re.match(rf"\s*{re.escape(soname)}\s+\(([^)]*)\)\s+=>\s+(\S+)", line)
+        # ldconfig lists every ABI it knows; take this machine's 64-bit one.
+        if m and ("x86-64" in m.group(1) or "AArch64" in m.group(1)):
+            return Path(m.group(2))
+    raise HarnessError(f"bind model: the host has no {soname} to bind into the container")
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, launcher: str):
+        self.launcher = launcher
+        self._runtime: str | None = None
+        self._impl: str | None = None
+
+    def preflight(self) -> None:
+        self._runtime = runtime.executable()
+        if shutil.which(self.launcher) is None:
+            raise HarnessError(f"MPI launcher {self.launcher!r} not found on PATH")
+        self._impl, _ = launcher_mpi(self.launcher)
+
+    def argv(self, job: Job) -> list[str]:
+        if self._runtime is None:
+            self.preflight()
+        inner = [self._runtime, "exec"]
+        if job.workdir:
+            inner += ["--pwd", job.workdir]
+        if job.mpi_model == "bind":
+            lib = host_library(MPI_SONAMES[self._impl])
+            inner += ["--bind", f"{lib.resolve()}:{lib}"]
+        inner += [str(job.sif), *job.command]
+        return [shutil.which(self.launcher), "-n", str(job.np), *inner]
+
+    def run(self, job: Job) -> JobResult:
+        argv = self.argv(job)
+        env = dict(os.environ)
+        if self._impl == "OpenMPI":
+            env.update(OPENMPI_ROOT_ENV)
+        start = time.perf_counter()
+        with job.stdout.open("wb") as out, job.stderr.open("wb") as err:
+            # Own session: a timeout kills the launcher and every rank it started.
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=job.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        run_s = time.perf_counter() - start
+        code = proc.returncode
+        sig = -code if code < 0 else None
+        return JobResult(
+            argv=argv,
+            exit_code=128 + sig if sig else code,
+            signal=sig,
+            timed_out=timed_out,
+            queue_s=0.0,
+            run_s=run_s,
+        )

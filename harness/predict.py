@@ -1,0 +1,242 @@
+"""Predict each mode's success rate before spending cluster time.
+
+A mode picks an image uniformly among its candidates; the image then meets an *environment*:
+what gets bound or mounted into it (a Flux view, or the host's MPI libraries in the bind
+model), the launcher's MPI, and the node's GPU. Explicit rules, tried in the order a real run
+trips over them, turn (image attributes, environment) into a predicted reason:
+
+1. arch    - the image's architecture must be the host's
+2. os-abi  - the image's glibc must be at least the glibc of what is mounted into it
+3. mpi     - the image must carry an MPI of the launcher's implementation (when the launcher
+             is an MPI launcher; Flux's PMI serves Open MPI, MPICH and Intel MPI alike)
+4. gpu     - an image built for a GPU needs one
+
+Protocols say which (image, environment) pairs a mode produces:
+- `reference`: rse-ops/lammps-matrix's run_experiments.py on the Flux Operator. basic pairs a
+  random image of the platform with a fixed Ubuntu jammy Flux view; platform with a view of the
+  image's OS family at a random version; platform-version with the view of the image's exact
+  OS and version; descriptive modes pick a random view and match images to it.
+- `host`: the harness's own modes on this host (the lab): candidates as `harness candidates`
+  computes them, the host's launcher, the host's glibc mounted only in the bind model.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from harness import matching
+from harness.artifacts import ArtifactStore
+from harness.errors import HarnessError
+from harness.manifest import Image
+from harness.matching import normalise_arch
+from harness.modes import Mode
+
+ARCH = "io.archspec.cpu.target"
+VENDOR = "org.supercontainers.os.vendor"
+VERSION = "org.supercontainers.os.version"
+GPU = "org.supercontainers.hardware.gpu.available"
+MPI = "org.supercontainers.mpi.implementation"
+LIBC = "org.supercontainers.libc.version"
+
+# The reference experiment's Flux views (run_experiments.py): OS, version as compspec says it.
+REFERENCE_VIEWS = (("rocky", "9.3"), ("rocky", "8.9"), ("ubuntu", "20.04"), ("ubuntu", "22.04"))
+# Labels of the reference experiment's published csv, as harness reasons.
+PUBLISHED_REASONS = {
+    "success": "success",
+    "os abi issue": "os-abi",
+    "missing gpu": "gpu",
+    "mpi error": "mpi",
+}
+
+
+@cache
+def glibc_table() -> dict[str, dict[str, str]]:
+    text = resources.files("harness").joinpath("data/glibc.yaml").read_text()
+    return yaml.safe_load(text)["glibc"]
+
+
+def _v(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def os_glibc(vendor: str, version: str) -> str | None:
+    releases = glibc_table().get(vendor.lower(), {})
+    for release, glibc in releases.items():
+        if matching.compare("version", release, version):
+            return glibc
+    return None
+
+
+def image_glibc(attrs: dict[str, str]) -> str | None:
+    return attrs.get(LIBC) or os_glibc(attrs.get(VENDOR, ""), attrs.get(VERSION, ""))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What an image meets at run time."""
+
+    name: str
+    arch: str
+    mounted_glibc: str | None  # glibc of what is bound/mounted into the image; None: nothing
+    launcher_mpi: str | None  # implementation the launcher speaks; None: any (Flux PMI)
+    gpu: bool
+
+
+def rule_outcome(attrs: dict[str, str], env: Environment) -> tuple[str, str]:
+    """(reason, why) the rules predict for one image in one environment."""
+    if normalise_arch(attrs.get(ARCH, "")) != normalise_arch(env.arch):
+        return "arch", f"image {attrs.get(ARCH)} on a {env.arch} host"
+    if env.mounted_glibc:
+        have = image_glibc(attrs)
+        if have is None:
+            return "unknown", "image glibc unknown"
+        if _v(have) < _v(env.mounted_glibc):
+            return "os-abi", f"image glibc {have} < {env.mounted_glibc} of {env.name}"
+    if env.launcher_mpi:
+        impl = attrs.get(MPI)
+        if impl is None or matching.compare("mpi", env.launcher_mpi, impl) is False:
+            return "mpi", f"image MPI {impl or 'none'} under a {env.launcher_mpi} launcher"
+    if attrs.get(GPU, "no").lower() in matching.YES and not env.gpu:
+        return "gpu", "GPU image on a node without GPU"
+    return "success", ""
+
+
+@dataclass
+class ModePrediction:
+    mode: str
+    outcomes: Counter = field(default_factory=Counter)  # reason -> probability
+    why: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def add(self, p: float, reason: str, why: str) -> None:
+        self.outcomes[reason] += p
+        if why:
+            self.why[reason][why] += p
+
+    @property
+    def success(self) -> float:
+        return self.outcomes.get("success", 0.0)
+
+
+def _attrs(images: list[Image], store: ArtifactStore) -> dict[str, dict[str, str]]:
+    out = {}
+    for image in images:
+        artifact = store.get(image.name, image.artifact)
+        if artifact is not None:
+            out[image.name] = artifact.attributes
+    return out
+
+
+def _view(vendor: str, version: str, arch: str, gpu: bool) -> Environment:
+    """A Flux view: Flux and its PMI library, built on that OS, mounted into the image."""
+    glibc = os_glibc(vendor, version)
+    return Environment(f"the {vendor} {version} Flux view", arch, glibc, None, gpu)
+
+
+def reference(
+    images: list[Image], store: ArtifactStore, host: dict[str, str], modes: dict[str, Mode]
+) -> list[ModePrediction]:
+    """The reference experiment's protocol (see the module docstring)."""
+    attrs = _attrs(images, store)
+    arch = normalise_arch(host[ARCH])
+    gpu = host.get(GPU, "no").lower() in matching.YES
+    pool = [n for n, a in attrs.items() if normalise_arch(a.get(ARCH, "")) == arch]
+    if not pool:
+        raise HarnessError(f"predict: no image of the host's architecture {arch}")
+    results = []
+    for name in ("basic", "platform", "platform-version"):
+        pred = ModePrediction(name)
+        for image in pool:
+            a = attrs[image]
+            vendor, version = a.get(VENDOR, ""), a.get(VERSION, "")
+            if name == "basic":
+                views = [("ubuntu", "22.04")]
+            elif name == "platform":
+                views = [v for v in REFERENCE_VIEWS if v[0] == vendor]
+            else:
+                views = [
+                    v
+                    for v in REFERENCE_VIEWS
+                    if v[0] == vendor and matching.compare("version", v[1], version)
+                ]
+            views = views or [("ubuntu", "22.04")]  # an OS without a view: the default one
+            for v in views:
+                pred.add(1 / len(pool) / len(views), *rule_outcome(a, _view(*v, arch, gpu)))
+        results.append(pred)
+    for name in ("descriptive-basic", "descriptive-mpi"):
+        if name not in modes:
+            continue
+        # A view without a matching image yields no run in the reference (it draws again),
+        # so the prediction is over the views that have candidates.
+        pairs = []
+        for vendor, version in REFERENCE_VIEWS:
+            view_host = dict(host, **{VENDOR: vendor, VERSION: version})
+            verdicts = matching.judge(images, modes[name], view_host, store)
+            allowed = [v for v in verdicts if v.ok]
+            if allowed:
+                pairs.append((_view(vendor, version, arch, gpu), allowed))
+        pred = ModePrediction(name)
+        for env, allowed in pairs:
+            for v in allowed:
+                pred.add(1 / len(pairs) / len(allowed), *rule_outcome(attrs[v.image.name], env))
+        if not pairs:
+            pred.add(1.0, "no-candidate", "no image matches any Flux view")
+        results.append(pred)
+    return results
+
+
+def on_host(
+    images: list[Image],
+    store: ArtifactStore,
+    host: dict[str, str],
+    modes: dict[str, Mode],
+    mpi_model: str,
+) -> list[ModePrediction]:
+    """The harness's own modes on this host, launched by the host's MPI launcher."""
+    attrs = _attrs(images, store)
+    mounted = host.get(LIBC) if mpi_model == "bind" else None
+    env = Environment(
+        f"the host's {host.get(MPI)} libraries",
+        normalise_arch(host[ARCH]),
+        mounted,
+        host.get(MPI),
+        host.get(GPU, "no").lower() in matching.YES,
+    )
+    results = []
+    for name, mode in modes.items():
+        pred = ModePrediction(name)
+        try:
+            allowed = matching.candidates(images, mode, host, store)
+        except HarnessError as exc:
+            pred.add(1.0, "no-candidate", str(exc))
+            results.append(pred)
+            continue
+        for v in allowed:
+            pred.add(1 / len(allowed), *rule_outcome(attrs[v.image.name], env))
+        results.append(pred)
+    return results
+
+
+def measured(paths: list[Path]) -> dict[str, Counter]:
+    """Observed outcomes per mode: harness outdirs, or the reference experiment's csv."""
+    from harness import records
+
+    out: dict[str, Counter] = defaultdict(Counter)
+    for path in paths:
+        if path.is_file() and path.suffix == ".csv":
+            with path.open() as fh:
+                for row in csv.DictReader(fh):
+                    reason = PUBLISHED_REASONS.get(row.get("reason", ""), row.get("reason", ""))
+                    out[row["experiment"]][reason] += 1
+        elif records.records_path(path).is_file():
+            for rec in records.iter_raw(path):
+                out[rec["mode"]][rec["reason"]] += 1
+        else:
+            raise HarnessError(f"predict: {path} is neither a harness outdir nor a results csv")
+    return out

@@ -1,0 +1,120 @@
+"""The container runtime (Apptainer or Singularity) and the SIF cache, through spython.
+
+Pulls go to a cache keyed by image reference and registry digest: a cached image is not pulled
+again, and a tag that moved to a new digest is. A pull writes to a temporary name and is renamed
+into place, so a crash mid-pull never leaves a half image in the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.artifacts import probe_registry, tls_verify
+from harness.errors import HarnessError
+
+SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
+SCHEMES = ("oras://", "docker://", "library://", "https://", "shub://")
+
+
+@dataclass(frozen=True)
+class Pulled:
+    path: Path | None
+    digest: str | None
+    seconds: float
+    cached: bool
+    error: str = ""  # the puller's own message when the pull failed
+
+
+def executable() -> str:
+    """The runtime's path; spython runs the command named `singularity`, so that must exist too."""
+    for name in ("apptainer", "singularity"):
+        if path := shutil.which(name):
+            if shutil.which("singularity") is None:
+                raise HarnessError(
+                    f"{name} is installed but spython needs a command named 'singularity' "
+                    f"on PATH (link it to {path})"
+                )
+            return path
+    raise HarnessError("no container runtime: neither apptainer nor singularity is on PATH")
+
+
+def default_sif_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compat-harness" / "sif"
+
+
+class ImageCache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else default_sif_cache()
+        self._client = None
+
+    def _oras(self):
+        import oras.client  # deferred: a run from local SIF files never needs it
+
+        if self._client is None:
+            self._client = oras.client.OrasClient(tls_verify=tls_verify())
+        return self._client
+
+    def check_registries(self, names: list[str]) -> None:
+        """Fail the whole run, not each iteration, when a registry does not answer at all."""
+        remote = [n for n in names if not n.startswith(SCHEMES) and not n.endswith(".sif")]
+        for host in sorted({n.split("/", 1)[0] for n in remote}):
+            probe_registry(host + "/")
+
+    def resolve(self, name: str) -> tuple[str, str | None]:
+        """(pull URI, digest) of an image name: a SIF stored over ORAS, else an OCI image."""
+        if name.startswith(SCHEMES):
+            return name, None
+        probe_registry(name)
+        manifest = self._oras().get_manifest(name)
+        sif = [la for la in manifest.get("layers", []) if la.get("mediaType") == SIF_LAYER]
+        if sif:
+            return "oras://" + name, sif[0]["digest"]
+        # An OCI image is identified by its config; a multi-arch index has none.
+        return "docker://" + name, (manifest.get("config") or {}).get("digest")
+
+    def pull(self, name: str) -> Pulled:
+        start = time.perf_counter()
+        if name.endswith(".sif") and Path(name).is_file():  # a local image: nothing to pull
+            return Pulled(Path(name), None, time.perf_counter() - start, True)
+        try:
+            uri, digest = self.resolve(name)
+        except Exception as exc:  # registry said no, or was unreachable: the pull failed
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return Pulled(None, None, time.perf_counter() - start, False, f"pull {name}: {text}")
+        key = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+        if digest:
+            key += "@" + digest.split(":", 1)[-1][:16]
+        target = self.root / f"{key}.sif"
+        if target.is_file():
+            return Pulled(target, digest, time.perf_counter() - start, True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".pull-{os.getpid()}-{threading.get_ident()}-{key}.sif"
+        error = _spython_pull(uri, tmp)
+        if error is None and tmp.is_file():
+            os.replace(tmp, target)
+            return Pulled(target, digest, time.perf_counter() - start, False)
+        tmp.unlink(missing_ok=True)
+        return Pulled(
+            None, digest, time.perf_counter() - start, False, error or "pull produced no file"
+        )
+
+
+def _spython_pull(uri: str, dest: Path) -> str | None:
+    """Pull with spython; its return value is a path even on failure, so keep its stderr."""
+    from spython.main import Client
+
+    lines: list[str] = []
+    try:
+        _, stream = Client.pull(uri, name=str(dest), stream=True, force=True, quiet=True)
+        lines.extend(stream)
+    except subprocess.CalledProcessError:
+        return "".join(lines).strip() or f"pull of {uri} failed"
+    return None

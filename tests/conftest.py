@@ -1,0 +1,52 @@
+"""Shared test helpers: where the reference anchors are, and whether the lab is up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """../shared beside the checkout (CI lays it there), or $HARNESS_SHARED."""
+    for candidate in (os.environ.get("HARNESS_SHARED"), ROOT.parent / "shared"):
+        if candidate and (Path(candidate) / "anchors").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def anchors() -> Path:
+    shared = shared_dir()
+    if shared is None:
+        pytest.skip("reference anchors not found: no ../shared beside the checkout")
+    return shared / "anchors" / "lammps-matrix"
+
+
+def lab_missing() -> str | None:
+    """Why the lab cannot run here, or None when apptainer, MPI and the registry are up."""
+    for tool in ("apptainer", "singularity", "mpirun"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/lab-up.sh installs it)"
+    import requests
+
+    try:
+        requests.get("https://127.0.0.1/v2/", timeout=5)
+    except requests.RequestException as exc:
+        return f"lab registry on https://127.0.0.1 is not up ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture
+def lab() -> None:
+    """Skip where the lab is absent, but fail in CI, which sets HARNESS_REQUIRE_LAB=1."""
+    why = lab_missing()
+    if why is None:
+        return
+    if os.environ.get("HARNESS_REQUIRE_LAB") == "1":
+        pytest.fail(f"the lab is required here but {why}")
+    pytest.skip(why)

@@ -1,0 +1,185 @@
+"""Every lab image through `harness run`: the classification its known defect must produce.
+
+These run real LAMMPS in real Apptainer containers started by the host's real MPI launcher,
+pulled from the lab registry. They need the lab (`make lab`); CI requires it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
+PREFIX = "127.0.0.1/lab/lammps-matrix:"
+
+
+def one_image_manifest(tmp_path: Path, tag: str) -> Path:
+    entries = yaml.safe_load(LAB_MANIFEST.read_text())["images"]
+    (entry,) = [e for e in entries if e["name"] == PREFIX + tag]
+    path = tmp_path / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump({"images": [entry]}))
+    return path
+
+
+def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def run_once(tmp_path: Path, tag: str, *extra: str) -> dict:
+    outdir = tmp_path / "out"
+    proc = harness(
+        "run",
+        "--manifests",
+        str(one_image_manifest(tmp_path, tag)),
+        "--mode",
+        "random",
+        "--iters",
+        "1",
+        "--seed",
+        "1",
+        "--outdir",
+        str(outdir),
+        *extra,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (record,) = [json.loads(x) for x in (outdir / "records.jsonl").read_text().splitlines()]
+    assert record["image"] == PREFIX + tag
+    return record
+
+
+CASES = [
+    # tag, extra args, reason, a fragment of the evidence line from the real output
+    ("openmpi-debian-12-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-11-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-11-amd64", ("--mpi-model", "bind"), "os-abi", "GLIBC_2.34' not found"),
+    ("openmpi-debian-13-amd64", (), "success", "on 2 procs"),
+    ("mpich-debian-12-amd64", (), "mpi-singleton", "on 1 procs"),
+    ("mpich-debian-12-amd64", ("--launcher", "mpiexec.mpich"), "success", "on 2 procs"),
+    ("openmpi-debian-gpu-11-amd64", (), "gpu", "accelerator device"),
+    ("openmpi-debian-12-arm64", (), "arch", "architecture (arm64) could not run"),
+    ("none-debian-12-amd64", (), "missing-binary", "executable file not found"),
+]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("tag", "extra", "reason", "evidence"), CASES)
+def test_lab_image_outcome(lab, tmp_path, tag, extra, reason, evidence):
+    record = run_once(tmp_path, tag, *extra)
+    assert (record["reason"], evidence in record["evidence"]) == (reason, True), record["evidence"]
+    if reason == "success":
+        figures = record["figures"]
+        assert figures["procs"] == 2 and figures["loop_time_s"] > 0 and figures["atoms"] > 0
+        assert record["exit_code"] == 0
+    else:
+        assert Path(record["stderr_path"]).is_file()
+
+
+@pytest.mark.lab
+def test_missing_tag_is_a_pull_failure(lab, tmp_path):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump({"images": [{"name": PREFIX + "no-such-tag"}]}))
+    proc = harness(
+        "run",
+        "--manifests",
+        str(manifest),
+        "--mode",
+        "random",
+        "--iters",
+        "1",
+        "--outdir",
+        str(tmp_path / "out"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "out" / "records.jsonl").read_text())
+    assert record["reason"] == "pull" and "no-such-tag" in record["evidence"]
+
+
+@pytest.mark.lab
+def test_timeout(lab, tmp_path):
+    record = run_once(tmp_path, "openmpi-debian-12-amd64", "--timeout", "1")
+    assert record["reason"] == "timeout" and record["timed_out"]
+
+
+@pytest.mark.lab
+def test_kill_9_mid_iteration_then_resume(lab, tmp_path):
+    """kill -9 while iteration 1 runs; the rerun completes 0..2 with no loss, no duplicate."""
+    manifest = one_image_manifest(tmp_path, "openmpi-debian-12-amd64")
+    outdir = tmp_path / "out"
+    args = [
+        "run",
+        "--manifests",
+        str(manifest),
+        "--mode",
+        "basic",
+        "--iters",
+        "3",
+        "--seed",
+        "5",
+        "--outdir",
+        str(outdir),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    records = outdir / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.exists() and records.read_text().count("\n")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # iteration 1 is running now
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(x)["iteration"] for x in records.read_text().splitlines()]
+    assert before == [0]
+    done = harness(*args)
+    assert done.returncode == 0, done.stderr
+    after = [json.loads(x) for x in records.read_text().splitlines()]
+    assert [r["iteration"] for r in after] == [0, 1, 2]
+    assert {r["seed"] for r in after} == {5}
+    assert all(r["reason"] == "success" for r in after)
+
+
+@pytest.mark.lab
+def test_descriptive_mpi_picks_only_images_that_run(lab, tmp_path):
+    """The top of the gradient on the lab: every pick runs, for either host launcher."""
+    for launcher in ("mpirun", "mpiexec.mpich"):
+        outdir = tmp_path / launcher
+        proc = harness(
+            "run",
+            "--manifests",
+            str(LAB_MANIFEST),
+            "--mode",
+            "descriptive-mpi",
+            "--iters",
+            "3",
+            "--seed",
+            "3",
+            "--launcher",
+            launcher,
+            "--outdir",
+            str(outdir),
+        )
+        assert proc.returncode == 0, proc.stderr
+        recs = [json.loads(x) for x in (outdir / "records.jsonl").read_text().splitlines()]
+        assert [r["reason"] for r in recs] == ["success"] * 3
+        wanted = "openmpi-" if launcher == "mpirun" else "mpich-"
+        assert all(r["image"].startswith(PREFIX + wanted) for r in recs)

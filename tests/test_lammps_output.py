@@ -1,0 +1,131 @@
+"""parse_figures on real LAMMPS output.
+
+The main excerpt is copied from a Flux Operator lead-broker log of the published experiment
+(shared anchors, dev-logs/basic, a successful run of in.reaxc.hns on 4 ranks), including the
+Flux line that the broker interleaved into LAMMPS's timing table.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.lammps_output import banner_count, iter_loop_lines, loop_procs, parse_figures
+
+REAL_RUN = "\n".join(
+    [
+        "job-manager.err[0]: jobtap: job.new: callback returned error",
+        "LAMMPS (29 Sep 2021 - Update 2)",
+        "OMP_NUM_THREADS environment is not set. Defaulting to 1 thread. (src/comm.cpp:98)",
+        "  using 1 OpenMP thread(s) per MPI task",
+        "Reading data file ...",
+        "  2 by 1 by 2 MPI processor grid",
+        "  2432 atoms",
+        "Setting up Verlet run ...",
+        "  Unit style    : real",
+        "Per MPI rank memory allocation (min/avg/max) = 103.8 | 103.8 | 103.8 Mbytes",
+        "Step Temp PotEng Press E_vdwl E_coul Volume ",
+        "       0          300   -113.27833    437.52118   -111.57687   -1.7014647    27418.867 ",
+        "     100    305.38275   -113.29357     10085.75   -111.59518   -1.6983875    27418.867 ",
+        "Loop time of 7.66242 on 4 procs for 100 steps with 2432 atoms",
+        "Performance: 0.113 ns/day, 212.845 hours/ns, 13.051 timesteps/s",
+        "85.6% CPU use with 4 MPI tasks x 1 OpenMP threads",
+        "MPI task timing breakdown:",
+        "Section |  min time  |  avg time  |  max time  |%varavg| %total",
+        "---------------------------------------------------------------",
+        "job-manager.err[0]: jobtap: job.inactive-add: callback returned error",
+        "Pair    | 3.641      | 4.1886     | 4.7207     |  19.3 | 54.66",
+        "Neighbor list builds = 5",
+        "Dangerous builds not checked",
+        "Total wall time: 0:00:07",
+        "broker.info[0]: rc2.0: flux submit -N 2 -n4 --quiet --watch lmp -v x 2 -v y 2 -v z 2 "
+        "-in in.reaxc.hns -nocite Exited (rc=0) 8.6s",
+    ]
+)
+
+
+def test_real_reaxff_run():
+    assert parse_figures(REAL_RUN) == {
+        "lammps_version": "29 Sep 2021 - Update 2",
+        "loop_time_s": pytest.approx(7.66242),
+        "procs": 4,
+        "steps": 100,
+        "atoms": 2432,
+        "ns_per_day": pytest.approx(0.113),
+        "timesteps_per_s": pytest.approx(13.051),
+        "total_wall_time_s": 7.0,
+        "loop_lines": 1,
+    }
+
+
+def test_keys_only_when_found():
+    # the failing runs of the experiment never reach LAMMPS: no figure at all
+    broker_failed = (
+        "flux: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found (required by flux)"
+    )
+    assert parse_figures(broker_failed) == {}
+    assert parse_figures("") == {}
+    # banner only (LAMMPS started, then died)
+    assert parse_figures("LAMMPS (29 Sep 2021 - Update 2)\nERROR: Unknown pair style") == {
+        "lammps_version": "29 Sep 2021 - Update 2"
+    }
+
+
+def test_lj_units_tau_and_matom_steps():
+    # LAMMPS's format for lj units (finish.cpp): tau/day, timesteps/s, [kM]atom-step/s
+    text = "\n".join(
+        [
+            "Loop time of 0.0367205 on 1 procs for 250 steps with 4000 atoms",
+            "",
+            "Performance: 11762228.140 tau/day, 6807.532 timesteps/s, 27.230 Matom-step/s",
+            "99.7% CPU use with 1 MPI tasks x no OpenMP threads",
+        ]
+    )
+    figs = parse_figures(text)
+    assert figs["tau_per_day"] == pytest.approx(11762228.140)
+    assert figs["timesteps_per_s"] == pytest.approx(6807.532)
+    assert figs["katom_step_per_s"] == pytest.approx(27230.0)
+    assert "ns_per_day" not in figs
+    assert "total_wall_time_s" not in figs
+
+    kilo = parse_figures("Performance: 1.5 tau/day, 2.0 timesteps/s, 27.230 katom-step/s")
+    assert kilo["katom_step_per_s"] == pytest.approx(27.230)
+
+
+def test_two_singletons_count_two_loop_lines():
+    # mpiexec.mpich launching an Open MPI LAMMPS: every rank is its own 1-proc LAMMPS
+    one = "\n".join(
+        [
+            "LAMMPS (29 Sep 2021)",
+            "Loop time of 0.151 on 1 procs for 100 steps with 4000 atoms",
+            "Total wall time: 0:00:00",
+        ]
+    )
+    text = one + "\n" + one.replace("0.151", "0.163")
+    figs = parse_figures(text)
+    assert figs["loop_lines"] == 2
+    assert figs["procs"] == 1
+    assert figs["loop_time_s"] == pytest.approx(0.163)  # the last run's
+    assert loop_procs(text) == [1, 1]
+    assert banner_count(text) == 2
+    assert [ln for _, ln in iter_loop_lines(text)][0] == (
+        "Loop time of 0.151 on 1 procs for 100 steps with 4000 atoms"
+    )
+
+
+def test_wall_time_hours():
+    assert parse_figures("Total wall time: 12:03:04")["total_wall_time_s"] == 43384.0
+
+
+def test_loop_lines_counted_on_real_log():
+    assert parse_figures("\n".join([REAL_RUN] * 3))["loop_lines"] == 3
+
+
+def test_launcher_prefixed_lines():
+    # e.g. `flux run --label-io` puts the rank in front of every line
+    text = "0: Loop time of 0.5 on 2 procs for 10 steps with 32 atoms\n0: Total wall time: 0:00:01"
+    figs = parse_figures(text)
+    assert figs["procs"] == 2
+    assert figs["total_wall_time_s"] == 1.0
+    assert [ln for _, ln in iter_loop_lines(text)] == [
+        "0: Loop time of 0.5 on 2 procs for 10 steps with 32 atoms"
+    ]
