@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, required=True)
     p.add_argument("--outdir", type=Path, required=True)
     p.add_argument("--seed", type=int)
-    p.add_argument("--executor", default="local", choices=["local", "flux"])
+    p.add_argument("--executor", default="local", choices=["local", "flux", "minicluster"])
     p.add_argument("--np", type=int, default=2, help="MPI ranks (default 2)")
     p.add_argument("--mpi-model", default="hybrid", choices=["hybrid", "bind"])
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per job (default 300)")
@@ -96,6 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-concurrent", type=int, default=1, help="iterations in flight at once (default 1)"
     )
+    g = p.add_argument_group("flux executor")
+    g.add_argument("--flux-uri", help="the Flux instance (default: $FLUX_URI)")
+    g.add_argument("--nodes", type=int, help="spread each job over exactly this many nodes")
+    g.add_argument("--cores-per-task", type=int, help="cores Flux allocates per rank")
+    g.add_argument(
+        "--flux-output",
+        choices=["file", "kvs"],
+        help="file: jobs write the logs (outdir shared with the nodes); kvs: the harness does",
+    )
+    g.add_argument("--contain", action="store_true", default=None, help="apptainer --contain")
+    g.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit the harness itself as a Flux job and print its id (survives a lost shell)",
+    )
+    g = p.add_argument_group("minicluster executor")
+    g.add_argument("--namespace", help="Kubernetes namespace (default: default)")
+    g.add_argument("--size", type=int, help="pods per MiniCluster (default 1)")
+    g.add_argument("--flux-view", help="the Flux view image mounted into the application")
+    g.add_argument("--crd", choices=["head", "0.2.1"], help="Flux Operator CRD version")
+    g.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="write each iteration's MiniCluster YAML instead of applying it",
+    )
+
+    p = sub.add_parser("status", help="progress of a run directory, from its records")
+    p.add_argument("outdir", type=Path)
+
+    p = sub.add_parser("prepull", help="pull every image of a manifest on every Flux node")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("classify", help="classify raw job logs")
     p.add_argument("paths", nargs="+", type=Path)
@@ -279,6 +312,36 @@ def cmd_predict(args) -> int:
     return 0
 
 
+EXECUTOR_OPTIONS = {
+    "flux": {
+        "flux_uri": "uri",
+        "nodes": "nodes",
+        "cores_per_task": "cores_per_task",
+        "flux_output": "output",
+        "contain": "contain",
+    },
+    "minicluster": {
+        "namespace": "namespace",
+        "size": "size",
+        "flux_view": "flux_view",
+        "crd": "crd",
+        "kubeconfig": "kubeconfig",
+        "dry_run": "dry_run",
+    },
+}
+
+
+def executor_options(args) -> dict:
+    """The executor's own settings from the command line; another executor's are an error."""
+    mine = EXECUTOR_OPTIONS.get(args.executor, {})
+    for name, table in EXECUTOR_OPTIONS.items():
+        for flag in table:
+            if name != args.executor and getattr(args, flag) is not None:
+                option = "--" + flag.replace("_", "-")
+                raise HarnessError(f"{option} applies to --executor {name} only")
+    return {option: getattr(args, flag) for flag, option in mine.items()}
+
+
 def cmd_run(args) -> int:
     from collections import Counter
 
@@ -286,6 +349,18 @@ def cmd_run(args) -> int:
 
     from harness import runner
 
+    options = executor_options(args)
+    if args.detach:
+        if args.executor != "flux":
+            raise HarnessError("--detach needs --executor flux (the harness runs as a Flux job)")
+        from harness.executors.flux import detach
+
+        jobid = detach(sys.argv[1:], args.outdir, args.mode, args.iters, uri=args.flux_uri)
+        print(
+            f"harness run submitted as Flux job {jobid}; follow it with: harness status "
+            f"{args.outdir}\n{jobid}"
+        )
+        return 0
     cfg = runner.RunConfig(
         manifests=args.manifests,
         mode=args.mode,
@@ -304,6 +379,7 @@ def cmd_run(args) -> int:
         max_concurrent=args.max_concurrent,
         skip_invalid=args.skip_invalid,
         matcher=args.matcher,
+        executor_options=options,
     )
     counts: Counter = Counter()
     with Progress(
@@ -331,6 +407,19 @@ def runner_done(outdir: Path, mode: str) -> set[int]:
     from harness import records
 
     return records.completed_iterations(outdir, mode) if outdir.exists() else set()
+
+
+def cmd_status(args) -> int:
+    from harness.executors.flux import status
+
+    print(status(args.outdir))
+    return 0
+
+
+def cmd_prepull(args) -> int:
+    from harness import prepull
+
+    return prepull.main(args.rest)
 
 
 def cmd_classify(args) -> int:
@@ -385,6 +474,8 @@ def cmd_lab(args) -> int:
 COMMANDS = {
     "host": cmd_host,
     "predict": cmd_predict,
+    "status": cmd_status,
+    "prepull": cmd_prepull,
     "candidates": cmd_candidates,
     "explain": cmd_explain,
     "run": cmd_run,

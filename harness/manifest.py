@@ -14,7 +14,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # LAMMPS' own Lennard-Jones example, as the reference images ship it.
 DEFAULT_COMMAND = ("lmp", "-in", "in.lj")
-RUN_FIELDS = {"command", "workdir", "mpi_model"}
+RUN_FIELDS = {"command", "workdir", "mpi_model", "flux"}
 KNOWN_FIELDS = {"name", "artifact"} | RUN_FIELDS
 MPI_MODELS = ("hybrid", "bind")
 
@@ -26,6 +26,7 @@ class Image:
     command: tuple[str, ...] = DEFAULT_COMMAND
     workdir: str | None = None
     mpi_model: str | None = None
+    flux: dict | None = None  # Flux shell options, env, PMI binding (executors/flux.py)
 
 
 def load(path: str | Path) -> list[Image]:
@@ -81,10 +82,23 @@ def _entry(path: Path, index: int, raw: object) -> Image:
     mpi_model = raw.get("mpi_model")
     if mpi_model is not None and mpi_model not in MPI_MODELS:
         raise HarnessError(f"{where} field 'mpi_model' must be one of {', '.join(MPI_MODELS)}")
+    flux = raw.get("flux")
+    if flux is not None:
+        from harness.executors.flux import IMAGE_SETTINGS
+
+        if not isinstance(flux, dict):
+            raise HarnessError(f"{where} field 'flux' must be a mapping")
+        unknown = sorted(set(flux) - set(IMAGE_SETTINGS))
+        if unknown:
+            raise HarnessError(
+                f"{where} field 'flux' has unknown key(s): {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(IMAGE_SETTINGS)})"
+            )
     return Image(
         name=name.strip(),
         artifact=artifact.strip() if artifact else None,
         command=tuple(str(a) for a in command),
         workdir=workdir,
         mpi_model=mpi_model,
+        flux=flux,
     )

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from harness.classify import classify
 from harness.errors import HarnessError
 from harness.executors import Executor, Job, create
 from harness.lammps_output import parse_figures
-from harness.runtime import ImageCache
+from harness.runtime import ImageCache, Pulled
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class RunConfig:
     max_concurrent: int = 1
     skip_invalid: bool = False
     matcher: str = "native"
+    executor_options: dict = field(default_factory=dict)  # e.g. Flux URI, MiniCluster size
 
 
 def pick(candidates: list[str], seed: int, mode: str, iteration: int) -> str:
@@ -109,7 +110,10 @@ class Experiment:
         logs = cfg.outdir / "logs" / cfg.mode
         logs.mkdir(parents=True, exist_ok=True)
         stdout, stderr = logs / f"iter-{i:04d}.out", logs / f"iter-{i:04d}.err"
-        pulled = self.images.pull(image.name)
+        if self.executor.needs_sif:
+            pulled = self.images.pull(image.name)
+        else:  # the executor's nodes pull the image themselves
+            pulled = Pulled(Path(image.name), None, 0.0, True)
         result = None
         figures: dict = {}
         if pulled.path is None:
@@ -132,6 +136,8 @@ class Experiment:
                 cfg.timeout_s,
                 stdout,
                 stderr,
+                image=image.name,
+                flux=image.flux,
             )
             result = self.executor.run(job)
             out = stdout.read_text(errors="replace")
@@ -153,7 +159,7 @@ class Experiment:
             image_digest=pulled.digest,
             matcher=cfg.matcher,
             executor=self.executor.name,
-            launcher=cfg.launcher,
+            launcher=self.executor.launcher,
             mpi_model=model,
             np=cfg.np,
             argv=result.argv if result else [],
@@ -188,7 +194,7 @@ def prepare(cfg: RunConfig) -> Experiment:
         raise HarnessError("--max-concurrent must be at least 1")
     images = manifest.load(cfg.manifests)
     mode = modes.resolve(cfg.mode, cfg.mode_file)
-    executor = create(cfg.executor, cfg.launcher)
+    executor = create(cfg.executor, cfg.launcher, cfg.executor_options)
     executor.preflight()
     host = hostmod.resolve(cfg.host_file, cfg.launcher)
     t0 = time.perf_counter()
@@ -198,7 +204,8 @@ def prepare(cfg: RunConfig) -> Experiment:
     prepare_outdir(cfg.outdir)
     seed = choose_seed(cfg)
     cache = ImageCache(cfg.sif_cache)
-    cache.check_registries([v.image.name for v in allowed])
+    if executor.needs_sif:
+        cache.check_registries([v.image.name for v in allowed])
     return Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
 
 
@@ -220,6 +227,8 @@ def run(
     counts: Counter = Counter()
 
     def save(rec: records.Record) -> None:
+        if any(e.get("name") == "dry-run" for e in rec.events):
+            return  # nothing ran: the rendered job is the output, not a record
         records.append(cfg.outdir, rec)
         counts[rec.reason] += 1
         if on_record:

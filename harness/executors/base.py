@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class Job:
     timeout_s: float
     stdout: Path
     stderr: Path
+    image: str | None = None  # the image's name (a cluster executor pulls it itself)
+    flux: Mapping[str, Any] | None = None  # the manifest's per-image Flux settings
 
 
 @dataclass
@@ -33,6 +36,7 @@ class JobResult:
 class Executor(Protocol):
     name: str
     launcher: str
+    needs_sif: bool  # False: the executor's nodes pull the image themselves (MiniCluster)
 
     def preflight(self) -> None:
         """Raise HarnessError when what the executor needs is missing."""

@@ -38,6 +38,7 @@ def host_library(soname: str) -> Path:
 
 class LocalExecutor:
     name = "local"
+    needs_sif = True
 
     def __init__(self, launcher: str):
         self.launcher = launcher

@@ -1,0 +1,533 @@
+"""The Flux executor: each iteration is one Flux job, submitted and followed through the bindings.
+
+The job is `apptainer exec [binds] [--pwd W] IMAGE.sif CMD...` with `np` tasks: the Flux shell
+starts the ranks (PMI simple by default) and the image's MPI finds Flux's PMI library through
+FLUX_PMI_LIBRARY_PATH (Open MPI 4) or the PMI wire protocol (MPICH). That library and its sibling
+libraries are bound into the container, with the job's temporary directory (Open MPI's
+shared-memory backing directory). The harness never schedules: it submits a jobspec (tasks, cores
+per task, optional nodes, a duration limit) and Flux places it.
+
+Everything the result holds comes from the job's eventlog: the exit code from the `finish`
+event's wait status (a signal as 128+n), exceptions (type, severity, note) and the timestamps of
+submit, alloc, start and finish (queue time and run time are separate).
+
+Also here: `detach()` submits the harness itself as a Flux job and `status()` shows a run's
+progress from its records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import records, runtime
+from harness.errors import HarnessError
+from harness.executors.base import Job, JobResult
+from harness.executors.local import MPI_SONAMES, OPENMPI_ROOT_ENV, host_library
+
+# Directories never bound whole into a container: they hold the image's own C library.
+SYSTEM_LIB_DIRS = {
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+}
+# Keys of the per-image `flux` settings (manifest field `flux:`), with their meaning.
+IMAGE_SETTINGS = {
+    "shell_options": "mapping of Flux shell options set in the jobspec, e.g. {pmi: pmix}",
+    "env": "mapping of extra environment variables for the job",
+    "bind_pmi": "bind Flux's PMI library directory into the container (default true)",
+}
+DETACH_FILE = "flux-detached.json"
+
+
+def install_hint() -> str:
+    """How to make `import flux` work, with the running instance's version and path if known."""
+    hint = "pip install flux-python==<the instance's flux-core version>"
+    flux = shutil.which("flux")
+    if flux is None:
+        return hint + " (or put the flux-core install's python directory on PYTHONPATH)"
+    version = ""
+    try:
+        out = subprocess.run([flux, "version"], capture_output=True, text=True, timeout=20).stdout
+        for line in out.splitlines():
+            if line.startswith("libflux-core:"):
+                version = line.split(":", 1)[1].strip()
+        env = subprocess.run([flux, "env"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return hint
+    pypath = ""
+    for line in env.splitlines():
+        if line.startswith("export PYTHONPATH="):
+            pypath = line.split("=", 1)[1].strip().strip('"')
+    if version:
+        hint = f"pip install flux-python=={version}"
+    if pypath:
+        hint += f", or export PYTHONPATH={pypath} (what `flux env` prints)"
+    return hint
+
+
+def bindings():
+    """The `flux` package with its job module, or a HarnessError saying how to install it."""
+    try:
+        import flux
+        import flux.job
+        import flux.job.output  # noqa: F401  (job_output)
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        if missing in ("flux", "_flux") or (missing or "").startswith(("flux.", "_flux.")):
+            raise HarnessError(
+                f"flux executor: the Flux Python bindings are not importable ({exc}); "
+                + install_hint()
+            ) from None
+        raise HarnessError(
+            f"flux executor: the Flux Python bindings need the module {missing!r}: "
+            f"pip install {'cffi' if missing == '_cffi_backend' else missing}"
+        ) from None
+    return flux
+
+
+def connect(uri: str | None = None):
+    """A handle on the instance at `uri` (default: FLUX_URI, else the system instance)."""
+    flux = bindings()
+    target = uri or os.environ.get("FLUX_URI")
+    try:
+        handle = flux.Flux(uri) if uri else flux.Flux()
+        handle.attr_get("size")  # one RPC: a socket that accepts but no broker behind it fails
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        if target:
+            raise HarnessError(
+                f"flux executor: the Flux instance at {target} is not reachable ({why})"
+            ) from None
+        raise HarnessError(
+            "flux executor: no Flux instance reachable (FLUX_URI is unset and no system "
+            f"instance answers: {why}); run inside `flux start` or `flux proxy URI`"
+        ) from None
+    return handle
+
+
+def pmi_library_path() -> Path | None:
+    """Flux's PMI-1 library (what the shell exports as FLUX_PMI_LIBRARY_PATH)."""
+    if path := os.environ.get("FLUX_PMI_LIBRARY_PATH"):
+        return Path(path)
+    flux = shutil.which("flux")
+    if flux is None:
+        return None
+    out = subprocess.run(
+        [flux, "config", "builtin", "pmi_library_path"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    path = out.stdout.strip()
+    return Path(path) if out.returncode == 0 and path else None
+
+
+def pmi_binds(pmi: Path) -> list[str]:
+    """Apptainer --bind specs that make `pmi` and the libraries it needs loadable in an image.
+
+    A flux-core install keeps libpmi.so in LIB/flux/ and its siblings (libflux-taskmap,
+    libflux-idset) in LIB/: bind LIB read-only at the same path. An install in a system
+    directory is bound file by file (never over the image's own /usr/lib).
+    """
+    pmi = Path(pmi)
+    lib = pmi.parent.parent if pmi.parent.name == "flux" else pmi.parent
+    if str(lib) not in SYSTEM_LIB_DIRS and str(pmi.parent) not in SYSTEM_LIB_DIRS:
+        return [f"{lib}:{lib}:ro"]
+    files = [pmi.resolve()]
+    out = subprocess.run(["ldd", str(pmi)], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        parts = line.split("=>")
+        if len(parts) == 2 and "libflux-" in parts[0]:
+            target = parts[1].split("(")[0].strip()
+            if target and target != "not found":
+                files.append(Path(target))
+    # the real file at each name the loader looks up; order kept, duplicates dropped
+    return list(dict.fromkeys(f"{f.resolve()}:{f}:ro" for f in files))
+
+
+def _wait_status(status: int) -> tuple[int, int | None]:
+    """(exit code, signal) of a wait status; a signal is reported as 128+n."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return status, None
+
+
+@dataclass
+class FluxExecutor:
+    """Submit each Job to a Flux instance and follow it to the end of its eventlog.
+
+    launcher:       recorded as the launcher ("flux").
+    uri:            the instance (default: FLUX_URI, else the system instance).
+    nodes:          spread the tasks over exactly this many nodes (default: Flux decides).
+    cores_per_task: cores Flux allocates per task.
+    contain:        `apptainer exec --contain` (the PMI library, tmpdir still bound).
+    output:         "file": the job shell writes job.stdout/job.stderr itself (the outdir
+                    must be visible at the same path on the nodes); "kvs": output goes to
+                    the job's KVS output eventlog and the harness writes the files.
+    image_settings: per-image settings (IMAGE_SETTINGS keys) by SIF file name, e.g. from the
+                    manifest; a Job may also carry `flux` (a mapping) itself.
+    """
+
+    launcher: str = "flux"
+    uri: str | None = None
+    nodes: int | None = None
+    cores_per_task: int = 1
+    contain: bool = False
+    output: str = "file"
+    extra_binds: Sequence[str] = ()
+    image_settings: Mapping[str, Mapping] = field(default_factory=dict)
+    name: str = field(default="flux", init=False)
+    needs_sif: bool = field(default=True, init=False)
+
+    def __post_init__(self):
+        if self.output not in ("file", "kvs"):
+            raise HarnessError(
+                f"flux executor: output must be 'file' or 'kvs', not {self.output!r}"
+            )
+        if self.nodes is not None and self.nodes < 1:
+            raise HarnessError("flux executor: --nodes must be at least 1")
+        if self.cores_per_task < 1:
+            raise HarnessError("flux executor: cores per task must be at least 1")
+        self._local = threading.local()
+        self._runtime: str | None = None
+        self._pmi: Path | None = None
+        self._preflighted = False
+
+    # -- setup -----------------------------------------------------------------------------
+    def preflight(self) -> None:
+        bindings()
+        self._local.handle = connect(self.uri)
+        self._runtime = runtime.executable()
+        self._pmi = pmi_library_path()
+        self._preflighted = True
+
+    def handle(self):
+        """This thread's handle: a flux handle is not shared between threads."""
+        h = getattr(self._local, "handle", None)
+        if h is None:
+            h = self._local.handle = connect(self.uri)
+        return h
+
+    def settings(self, job: Job) -> dict:
+        own = getattr(job, "flux", None) or {}
+        by_image = self.image_settings.get(Path(job.sif).name, {})
+        merged = {**by_image, **own}
+        unknown = sorted(set(merged) - set(IMAGE_SETTINGS))
+        if unknown:
+            raise HarnessError(f"flux executor: unknown image setting(s): {', '.join(unknown)}")
+        return merged
+
+    # -- the job ---------------------------------------------------------------------------
+    def command(self, job: Job) -> list[str]:
+        """The task command: apptainer exec with the binds that MPI under Flux needs."""
+        if not self._preflighted:
+            self.preflight()
+        settings = self.settings(job)
+        argv = [self._runtime, "exec"]
+        if self.contain:
+            argv.append("--contain")
+        binds: list[str] = []
+        if self._pmi is not None and settings.get("bind_pmi", True):
+            binds += pmi_binds(self._pmi)
+        binds.append("{{tmpdir}}")  # the job shell expands it; Open MPI's shm backing dir
+        if job.mpi_model == "bind":
+            lib = host_library(MPI_SONAMES["OpenMPI"])
+            binds.append(f"{lib.resolve()}:{lib}")
+        binds += list(self.extra_binds)
+        for spec in binds:
+            argv += ["--bind", spec]
+        if job.workdir:
+            argv += ["--pwd", job.workdir]
+        argv += [str(job.sif), *job.command]
+        return argv
+
+    def jobspec(self, job: Job):
+        flux = bindings()
+        settings = self.settings(job)
+        env = dict(os.environ)  # explicit: older flux-core starts jobs with an empty one
+        env.update(OPENMPI_ROOT_ENV)
+        env.update({str(k): str(v) for k, v in (settings.get("env") or {}).items()})
+        kwargs = {}
+        if self.output == "file":
+            kwargs = {
+                "output": str(Path(job.stdout).resolve()),
+                "error": str(Path(job.stderr).resolve()),
+            }
+        js = flux.job.JobspecV1.from_command(
+            self.command(job),
+            num_tasks=job.np,
+            cores_per_task=self.cores_per_task,
+            num_nodes=self.nodes,
+            duration=float(job.timeout_s),
+            environment=env,
+            cwd=os.getcwd(),
+            name=f"harness-{Path(job.sif).stem}",
+            **kwargs,
+        )
+        for key, value in (settings.get("shell_options") or {}).items():
+            js.setattr_shell_option(str(key), value)
+        return js
+
+    def run(self, job: Job) -> JobResult:
+        flux = bindings()
+        h = self.handle()
+        js = self.jobspec(job)
+        argv = list(js.tasks[0]["command"])
+        try:
+            jobid = flux.job.JobID(flux.job.submit(h, js))
+        except OSError as exc:
+            raise HarnessError(f"flux executor: submit refused: {exc.strerror or exc}") from None
+        events: list[dict] = []
+        stamps: dict[str, float] = {}
+        status: int | None = None
+        exceptions: list[dict] = []
+        try:
+            for ev in flux.job.event_watch(h, jobid):
+                entry = {"name": ev.name, "timestamp": ev.timestamp, "context": dict(ev.context)}
+                if ev.name == "submit":
+                    entry["jobid"] = jobid.f58
+                events.append(entry)
+                stamps.setdefault(ev.name, ev.timestamp)
+                if ev.name == "finish":
+                    status = int(ev.context.get("status", 0))
+                elif ev.name == "exception":
+                    exceptions.append(entry)
+        except KeyboardInterrupt:
+            flux.job.cancel(h, jobid, "harness interrupted")
+            raise
+        except OSError as exc:
+            raise HarnessError(
+                f"flux executor: lost the eventlog of job {jobid.f58}: {exc.strerror or exc}"
+            ) from None
+        info = flux.job.result(h, jobid)
+        events.append(
+            {
+                "name": "result",
+                "result": info.result,
+                "returncode": info.returncode,
+                "jobid": jobid.f58,
+            }
+        )
+        self._write_output(h, flux, jobid, job, exceptions, stamps.get("submit", 0.0), stamps)
+
+        exit_code, sig = (None, None) if status is None else _wait_status(status)
+        timed_out = any(e["context"].get("type") == "timeout" for e in exceptions)
+        submit = stamps.get("submit")
+        began = stamps.get("alloc")
+        end_queue = began if began is not None else stamps.get("clean", submit)
+        queue_s = max(0.0, end_queue - submit) if submit is not None else 0.0
+        run_s = 0.0
+        if "start" in stamps:
+            run_s = max(
+                0.0, stamps.get("finish", stamps.get("clean", stamps["start"])) - stamps["start"]
+            )
+        return JobResult(
+            argv=argv,
+            exit_code=exit_code,
+            signal=sig,
+            timed_out=timed_out,
+            queue_s=queue_s,
+            run_s=run_s,
+            events=events,
+        )
+
+    def _write_output(
+        self, h, flux, jobid, job: Job, exceptions: list[dict], t0: float, started: dict
+    ) -> None:
+        """Make job.stdout/job.stderr hold the job's output, then its exceptions as
+        `flux job attach` prints them (the evidence Flux itself gives for a failed start)."""
+        stdout, stderr = Path(job.stdout), Path(job.stderr)
+        if self.output == "kvs":
+            try:
+                out = flux.job.output.job_output(h, jobid)
+                stdout.write_text(out.stdout)
+                stderr.write_text(out.stderr + out.log)
+            except (OSError, flux.job.JobException):
+                stdout.write_text("")
+                stderr.write_text("")
+        else:
+            missing = [p for p in (stdout, stderr) if not p.exists()]
+            for path in missing:
+                path.write_text("")
+            if missing and "start" in started:  # written on a node that does not share them
+                with stderr.open("a") as fh:
+                    fh.write(
+                        f"flux executor: job {jobid.f58} ran but its output "
+                        f"{' and '.join(map(str, missing))} is not visible here "
+                        f"(outdir not shared with the job's nodes: use output 'kvs')\n"
+                    )
+        if exceptions:
+            with stderr.open("a") as fh:
+                for e in exceptions:
+                    c = e["context"]
+                    fh.write(
+                        f"{e['timestamp'] - t0:.3f}s: job.exception {jobid.f58} "
+                        f"type={c.get('type')} severity={c.get('severity')} {c.get('note', '')}\n"
+                    )
+
+
+# -- detach / status -------------------------------------------------------------------------
+def _strip_detach(argv: Sequence[str]) -> list[str]:
+    return [a for a in argv if a != "--detach"]
+
+
+def detach(
+    argv: Sequence[str],
+    outdir: Path,
+    mode: str,
+    iters: int,
+    *,
+    uri: str | None = None,
+    cores: int = 1,
+) -> str:
+    """Submit `harness <argv>` (a `run` command line, --detach removed) as a Flux job of one
+    task; returns its job id (f58). The harness job submits the iterations to the same
+    instance. Its own output goes to OUTDIR/flux-harness-<id>.log, and OUTDIR/flux-detached.json
+    records the job (with its mode and target) for `status()`."""
+    flux = bindings()
+    argv = _strip_detach(argv)
+    outdir = Path(outdir).resolve()
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"outdir {outdir}: {exc.strerror}") from None
+    h = connect(uri)
+    command = [sys.executable, "-m", "harness.cli", *argv]
+    env = dict(os.environ)
+    js = flux.job.JobspecV1.from_command(
+        command,
+        num_tasks=1,
+        cores_per_task=cores,
+        environment=env,
+        cwd=os.getcwd(),
+        name="harness-run",
+        output=str(outdir / "flux-harness-{{id}}.log"),
+    )
+    try:
+        jobid = flux.job.JobID(flux.job.submit(h, js))
+    except OSError as exc:
+        raise HarnessError(f"detach: submit refused: {exc.strerror or exc}") from None
+    entry = {
+        "jobid": jobid.f58,
+        "mode": mode,
+        "iters": iters,
+        "argv": list(argv),
+        "submitted": time.time(),
+        "uri": uri or os.environ.get("FLUX_URI"),
+    }
+    with (outdir / DETACH_FILE).open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    return jobid.f58
+
+
+@dataclass
+class ModeStatus:
+    mode: str
+    done: int
+    target: int | None
+    reasons: Counter
+    last: str | None
+    job: str | None = None
+    state: str | None = None
+
+
+def _job_states(entries: list[dict]) -> dict[str, str]:
+    """State of each detached harness job, when an instance is reachable (else nothing)."""
+    if not entries:
+        return {}
+    try:
+        flux = bindings()
+        h = connect(None)
+    except HarnessError:
+        return {}
+    states = {}
+    for e in entries:
+        try:
+            info = flux.job.get_job(h, flux.job.JobID(e["jobid"]))
+        except (OSError, ValueError):
+            continue
+        if info:
+            state = info.get("state", "")
+            if state == "INACTIVE":
+                state = info.get("result", state)
+            states[e["jobid"]] = state
+    return states
+
+
+def status_rows(outdir: Path) -> list[ModeStatus]:
+    """Progress of a run directory: per mode, the iterations recorded, the target (when the run
+    was detached) and the count of each reason, from the records alone."""
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        raise HarnessError(f"status: {outdir} is not a directory")
+    rows: dict[str, ModeStatus] = {}
+    for rec in records.iter_raw(outdir):
+        mode = rec.get("mode", "?")
+        row = rows.setdefault(mode, ModeStatus(mode, 0, None, Counter(), None))
+        row.done += 1
+        row.reasons[rec.get("reason", "?")] += 1
+        if rec.get("started_at") and (row.last is None or rec["started_at"] > row.last):
+            row.last = rec["started_at"]
+    entries = []
+    detached = outdir / DETACH_FILE
+    if detached.is_file():
+        for line in detached.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    states = _job_states(entries)
+    for e in entries:
+        mode = e.get("mode", "?")
+        row = rows.setdefault(mode, ModeStatus(mode, 0, None, Counter(), None))
+        row.target = e.get("iters")
+        row.job = e["jobid"]
+        row.state = states.get(e["jobid"])
+    return sorted(rows.values(), key=lambda r: r.mode)
+
+
+def status(outdir: Path) -> str:
+    """`harness status OUTDIR`: a plain-text table of status_rows()."""
+    rows = status_rows(outdir)
+    if not rows:
+        return f"{outdir}: no records yet"
+    header = ["mode", "done", "of", "reasons", "last started", "flux job", "state"]
+    table = [header]
+    for r in rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items())) or "-"
+        table.append(
+            [
+                r.mode,
+                str(r.done),
+                str(r.target) if r.target else "-",
+                reasons,
+                r.last or "-",
+                r.job or "-",
+                r.state or "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
