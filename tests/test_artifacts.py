@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from harness.artifacts import ArtifactStore, cache_name
 from harness.errors import HarnessError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 from tests.test_candidates import REF, UBUNTU_JAMMY
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=ROOT
-    )
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 
 REF = "ghcr.io/rse-ops/lammps-matrix:"
 UBUNTU_JAMMY = {
@@ -80,26 +79,18 @@ def candidates(
 ) -> subprocess.CompletedProcess:
     host_file = tmp_path / "host.yaml"
     host_file.write_text(yaml.safe_dump(host))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "candidates",
-            "--manifests",
-            str(ROOT / "manifests.yaml"),
-            "--mode",
-            mode,
-            "--host",
-            str(host_file),
-            "--cache",
-            str(anchors / "compspec-cache"),
-            "--json",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    return cli(
+        "candidates",
+        "--manifests",
+        str(ROOT / "manifests.yaml"),
+        "--mode",
+        mode,
+        "--host",
+        str(host_file),
+        "--cache",
+        str(anchors / "compspec-cache"),
+        "--json",
+        *extra,
     )
 
 

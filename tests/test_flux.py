@@ -21,7 +21,7 @@ from harness import records
 from harness.classify import classify
 from harness.errors import HarnessError
 from harness.executors.base import Job
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 
 LAB_SIF = Path("/var/cache/compat-harness/lab/sif")
 BOOKWORM = "openmpi-debian-12-amd64"
@@ -358,29 +358,21 @@ def test_detach_and_status(flux_instance, bookworm_sif, tmp_path):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"images:\n  - name: {bookworm_sif}\n    workdir: /opt/lab\n")
     outdir = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "run",
-            "--manifests",
-            str(manifest),
-            "--mode",
-            "random",
-            "--iters",
-            "1",
-            "--np",
-            "1",
-            "--outdir",
-            str(outdir),
-            "--executor",
-            "flux",
-            "--detach",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    proc = cli(
+        "run",
+        "--manifests",
+        str(manifest),
+        "--mode",
+        "random",
+        "--iters",
+        "1",
+        "--np",
+        "1",
+        "--outdir",
+        str(outdir),
+        "--executor",
+        "flux",
+        "--detach",
     )
     assert proc.returncode == 0, proc.stderr
     jobid = proc.stdout.split()[-1]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
 PREFIX = "127.0.0.1/lab/lammps-matrix:"
@@ -31,19 +31,9 @@ def one_image_manifest(tmp_path: Path, tag: str) -> Path:
     return path
 
 
-def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
-
-
 def run_once(tmp_path: Path, tag: str, *extra: str) -> dict:
     outdir = tmp_path / "out"
-    proc = harness(
+    proc = cli(
         "run",
         "--manifests",
         str(one_image_manifest(tmp_path, tag)),
@@ -94,7 +84,7 @@ def test_lab_image_outcome(lab, tmp_path, tag, extra, reason, evidence):
 def test_missing_tag_is_a_pull_failure(lab, tmp_path):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump({"images": [{"name": PREFIX + "no-such-tag"}]}))
-    proc = harness(
+    proc = cli(
         "run",
         "--manifests",
         str(manifest),
@@ -150,7 +140,7 @@ def test_kill_9_mid_iteration_then_resume(lab, tmp_path):
     proc.wait()
     before = [json.loads(x)["iteration"] for x in records.read_text().splitlines()]
     assert before == [0]
-    done = harness(*args)
+    done = cli(*args)
     assert done.returncode == 0, done.stderr
     after = [json.loads(x) for x in records.read_text().splitlines()]
     assert [r["iteration"] for r in after] == [0, 1, 2]
@@ -163,7 +153,7 @@ def test_descriptive_mpi_picks_only_images_that_run(lab, tmp_path):
     """The top of the gradient on the lab: every pick runs, for either host launcher."""
     for launcher in ("mpirun", "mpiexec.mpich"):
         outdir = tmp_path / launcher
-        proc = harness(
+        proc = cli(
             "run",
             "--manifests",
             str(LAB_MANIFEST),

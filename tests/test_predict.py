@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from harness.predict import Environment, os_glibc, rule_outcome
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 from tests.test_candidates import UBUNTU_JAMMY
 
 FOCAL_IMAGE = {
@@ -50,27 +48,19 @@ def test_glibc_table_by_version_family():
 def test_reference_protocol_against_the_published_measurements(tmp_path, anchors):
     host = tmp_path / "host.yaml"
     host.write_text(yaml.safe_dump(UBUNTU_JAMMY))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "predict",
-            "--manifests",
-            str(ROOT / "manifests.yaml"),
-            "--host",
-            str(host),
-            "--cache",
-            str(anchors / "compspec-cache"),
-            "--protocol",
-            "reference",
-            "--json",
-            "--measured",
-            str(anchors / "dev-logs" / "lammps-times-amd64.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    proc = cli(
+        "predict",
+        "--manifests",
+        str(ROOT / "manifests.yaml"),
+        "--host",
+        str(host),
+        "--cache",
+        str(anchors / "compspec-cache"),
+        "--protocol",
+        "reference",
+        "--json",
+        "--measured",
+        str(anchors / "dev-logs" / "lammps-times-amd64.csv"),
     )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
