@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--contain", action="store_true", default=None, help="apptainer --contain")
     g.add_argument(
+        "--start-timeout",
+        type=float,
+        help="cancel a job that has not started after this many seconds, queue wait included "
+        "(default 600; 0: wait forever, e.g. with --max-concurrent above what the instance holds)",
+    )
+    g.add_argument(
         "--detach",
         action="store_true",
         help="submit the harness itself as a Flux job and print its id (survives a lost shell)",
@@ -319,6 +325,7 @@ EXECUTOR_OPTIONS = {
         "cores_per_task": "cores_per_task",
         "flux_output": "output",
         "contain": "contain",
+        "start_timeout": "start_timeout_s",
     },
     "minicluster": {
         "namespace": "namespace",

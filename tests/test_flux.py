@@ -8,17 +8,21 @@ skip into a failure. Tests that run LAMMPS also need the lab (its SIF images).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from harness import records
-from harness.classify import classify
+from harness.classify import Classification, classify
 from harness.errors import HarnessError
 from harness.executors.base import Job
 from tests.conftest import ROOT, cli
@@ -97,6 +101,80 @@ def executor(flux_instance):
     ex = FluxExecutor()
     ex.preflight()
     return ex
+
+
+class OwnInstance:
+    """A `flux start --test-size=1` instance of one test, which the test may kill."""
+
+    def __init__(self, flux: str):
+        self.flux = flux
+        self.proc = subprocess.Popen(
+            [flux, "start", "--test-size=1", "sh", "-c", 'echo "$FLUX_URI"; exec cat'],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: kill() takes the brokers with it
+        )
+        self.uri = self.proc.stdout.readline().strip()
+        if not self.uri:
+            self.kill()
+            pytest.fail("flux start printed no FLUX_URI")
+
+    def flux_cmd(self, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "FLUX_URI": self.uri}
+        return subprocess.run(
+            [self.flux, *args], env=env, capture_output=True, text=True, check=True, timeout=60
+        )
+
+    def kill(self) -> None:
+        """kill -9 the whole instance (flux start and its brokers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def own_instance(flux_instance):
+    """A separate instance (its own FLUX_URI), stopped or killed by the test at will."""
+    instances = []
+
+    def start() -> OwnInstance:
+        instances.append(OwnInstance(_need_flux()))
+        return instances[-1]
+
+    yield start
+    for inst in instances:
+        inst.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_sif(tmp_path_factory) -> Path:
+    """A SIF of the host's `sleep` and `true` (with their C library): the lab's images are not
+    needed to follow a job that never starts or an instance that dies."""
+    apptainer = shutil.which("apptainer")
+    if apptainer is None or shutil.which("mksquashfs") is None:
+        pytest.skip("apptainer (with mksquashfs) is not installed")
+    root = tmp_path_factory.mktemp("tiny") / "root"
+    files = [Path(shutil.which("sleep")), Path(shutil.which("true"))]
+    ldd = subprocess.run(["ldd", str(files[0])], capture_output=True, text=True).stdout
+    libs = [Path(w) for line in ldd.splitlines() for w in line.split() if w.startswith("/")]
+    for f in files:
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / "bin" / f.name)
+    for lib in libs:
+        (root / lib.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lib, root / lib.relative_to("/"))
+    sif = root.parent / "tiny.sif"
+    subprocess.run([apptainer, "build", "-F", str(sif), str(root)], capture_output=True, check=True)
+    return sif
 
 
 @pytest.fixture(scope="session")
@@ -347,6 +425,178 @@ def test_pmi_library_is_bound(executor, bookworm_sif, tmp_path):
     assert result.exit_code == 0, job.stderr.read_text()
     assert "libflux-idset.so.1 =>" in out and "libflux-idset.so.1 => not found" not in out
     assert any(str(pmi.parent.parent) in spec for spec in pmi_binds(pmi))
+
+
+# --- faults: a job that never starts, an instance lost mid-run ---------------------------------
+def test_job_that_never_starts_is_cancelled(own_instance, tiny_sif, tmp_path):
+    """Scheduling stopped: the job waits in SCHED; after the start timeout it is cancelled and
+    the iteration fails with the executor's line as evidence."""
+    import flux
+    import flux.job
+
+    from harness.executors.flux import FluxExecutor
+
+    inst = own_instance()
+    inst.flux_cmd("queue", "stop")  # jobs are accepted but never scheduled
+    ex = FluxExecutor(uri=inst.uri, start_timeout_s=2)
+    ex.preflight()
+    job = _job(tmp_path, tiny_sif, ["true"])
+    t0 = time.monotonic()
+    result = _joined(*_run_in_thread(ex, job), timeout=20)
+    took = time.monotonic() - t0
+    assert 2 <= took < 15, took
+    assert (result.exit_code, result.signal, result.timed_out) == (None, None, False)
+    (late,) = [e for e in result.events if e["name"] == "start-timeout"]
+    assert (late["state"], late["timeout_s"]) == ("SCHED", 2)
+    names = [e["name"] for e in result.events]
+    assert "start" not in names and "alloc" not in names
+    assert names[-2:] == ["clean", "result"]
+    (final,) = [e for e in result.events if e["name"] == "result"]
+    assert final["result"] == "CANCELED"
+    jobid = flux.job.JobID(late["jobid"])
+    info = flux.job.result(flux.Flux(inst.uri), jobid)  # the instance's own word
+    assert info.result == "CANCELED"
+    line = (
+        f"flux executor: job {jobid.f58} failed to start within 2 s "
+        "(state SCHED: waiting for resources, or held): cancelled"
+    )
+    assert job.stderr.read_text().splitlines()[0] == line
+    verdict = classify(_text(job), exit_code=result.exit_code, ranks=1, timed_out=False)
+    assert verdict == Classification("unknown", line)
+    # the executor is still usable: once the queue runs, the next job runs
+    inst.flux_cmd("queue", "start")
+    again = ex.run(_job(tmp_path, tiny_sif, ["true"], name="again"))
+    assert again.exit_code == 0
+    assert not any(e["name"] == "start-timeout" for e in again.events)
+
+
+def test_start_timeout_does_not_touch_a_started_job(own_instance, tiny_sif, tmp_path):
+    """The start timeout bounds the wait for `start`, not the run: a job that started runs on."""
+    from harness.executors.flux import FluxExecutor
+
+    inst = own_instance()
+    ex = FluxExecutor(uri=inst.uri, start_timeout_s=1)
+    ex.preflight()
+    result = ex.run(_job(tmp_path, tiny_sif, ["sleep", "3"]))
+    assert result.exit_code == 0 and result.run_s >= 3
+    assert not any(e["name"] in ("start-timeout", "exception") for e in result.events)
+
+
+def _run_in_thread(ex, job: Job) -> tuple[threading.Thread, dict]:
+    """ex.run(job) in a thread (a run() that never returns must fail the test, not hang it)."""
+    got: dict = {}
+
+    def follow():
+        try:
+            got["result"] = ex.run(job)
+        except BaseException as exc:  # the tests assert there was none
+            got["error"] = exc
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    return thread, got
+
+
+def _joined(thread: threading.Thread, got: dict, timeout: float):
+    thread.join(timeout=timeout)
+    assert not thread.is_alive(), f"run() did not return within {timeout} s"
+    assert "error" not in got, got.get("error")
+    return got["result"]
+
+
+def _wait_running(uri: str, timeout: float = 60) -> None:
+    """Until a job of the instance at `uri` has started (its `start` event, not just alloc)."""
+    import flux
+    import flux.job
+
+    h = flux.Flux(uri)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = flux.job.JobList(h, filters=["running"], attrs=["t_run"]).jobs()
+        if any(getattr(j, "t_run", 0.0) for j in jobs):
+            time.sleep(1.0)  # job-list saw `start`; give the executor's eventlog watch time too
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no job of {uri} started within {timeout} s")
+
+
+def test_broker_lost_mid_run(own_instance, tiny_sif, tmp_path):
+    """kill -9 of the instance while a job runs: run() returns a failed result with the
+    executor's line; the next run() and preflight() raise one line, the instance is gone."""
+    from harness.executors.flux import FluxExecutor
+
+    inst = own_instance()
+    ex = FluxExecutor(uri=inst.uri)
+    ex.preflight()
+    job = _job(tmp_path, tiny_sif, ["sleep", "60"])
+    thread, got = _run_in_thread(ex, job)
+    _wait_running(inst.uri)
+    killed = time.monotonic()
+    inst.kill()
+    result = _joined(thread, got, timeout=30)
+    assert time.monotonic() - killed < 15
+    assert (result.exit_code, result.timed_out) == (None, False)
+    assert "start" in [e["name"] for e in result.events]
+    (lost,) = [e for e in result.events if e["name"] == "lost-instance"]
+    assert result.run_s > 0
+    jobid = next(e["jobid"] for e in result.events if e["name"] == "submit")
+    line = f"flux executor: error: lost the Flux instance while following job {jobid}: "
+    line += lost["error"]
+    # the cause heads the job's stderr, before what the job's shell printed as it lost its broker
+    assert job.stderr.read_text().splitlines()[0] == line
+    verdict = classify(_text(job), exit_code=result.exit_code, ranks=1, timed_out=False)
+    assert verdict == Classification("unknown", line)
+    for again in (lambda: ex.run(_job(tmp_path, tiny_sif, ["true"], name="next")), ex.preflight):
+        with pytest.raises(HarnessError) as info:
+            again()
+        message = str(info.value)
+        assert "\n" not in message
+        assert f"the Flux instance at {inst.uri} is gone or unreachable" in message
+        assert jobid in message
+
+
+def test_run_resumes_after_the_instance_is_lost(own_instance, tiny_sif, tmp_path):
+    """`harness run`: the instance dies during iteration 0 -> that iteration is recorded as
+    failed, the run stops with one line (exit 2); a rerun against a new instance continues."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"images:\n  - name: {tiny_sif}\n    command: [sleep, '3']\n")
+    outdir = tmp_path / "out"
+    args = ["run", "--manifests", str(manifest), "--mode", "random", "--iters", "2"]
+    args += ["--np", "1", "--outdir", str(outdir), "--executor", "flux", "--seed", "5"]
+
+    first = own_instance()
+    env = {**os.environ, "FLUX_URI": first.uri}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_running(first.uri)
+        first.kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, (out, err)
+    (message,) = err.strip().splitlines()
+    assert f"the Flux instance at {first.uri} is gone or unreachable" in message
+    (rec,) = list(records.iter_raw(outdir))
+    assert (rec["iteration"], rec["reason"], rec["exit_code"]) == (0, "unknown", None)
+    lost = "flux executor: error: lost the Flux instance while following job"
+    assert rec["evidence"].startswith(lost), rec["evidence"]
+    assert any(e["name"] == "lost-instance" for e in rec["events"])
+
+    second = own_instance()
+    again = cli(*args, env={**os.environ, "FLUX_URI": second.uri}, timeout=120)
+    assert again.returncode == 0, again.stderr
+    recs = list(records.iter_raw(outdir))
+    assert [r["iteration"] for r in recs] == [0, 1]
+    assert recs[1]["exit_code"] == 0
+    assert json.dumps(recs[0]) == json.dumps(rec)  # the lost iteration is kept, not redone
 
 
 def test_detach_and_status(flux_instance, bookworm_sif, tmp_path):

@@ -11,12 +11,21 @@ Everything the result holds comes from the job's eventlog: the exit code from th
 event's wait status (a signal as 128+n), exceptions (type, severity, note) and the timestamps of
 submit, alloc, start and finish (queue time and run time are separate).
 
+Faults are results, not crashes: a job with no `start` event within `start_timeout_s` of its
+submission (waiting for resources, a dependency, or held) is cancelled, and an instance lost while
+a job is followed (broker killed, connection closed) ends that job's result; either way one
+`flux executor: ...` line in the job's stderr is the evidence and the exit code is unknown. After
+a loss, the next run() raises a HarnessError: the run stops and a rerun against a new instance
+resumes from the records.
+
 Also here: `detach()` submits the harness itself as a Flux job and `status()` shows a run's
 progress from its records.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -53,6 +62,25 @@ IMAGE_SETTINGS = {
     "bind_pmi": "bind Flux's PMI library directory into the container (default true)",
 }
 DETACH_FILE = "flux-detached.json"
+# Job state after each main-eventlog event that changes it (RFC 21), for the start timeout line.
+_STATE_AFTER = {
+    "submit": "NEW",
+    "validate": "DEPEND",
+    "depend": "PRIORITY",
+    "priority": "SCHED",
+    "alloc": "RUN",
+    "finish": "CLEANUP",
+    "clean": "INACTIVE",
+}
+_WAITING_FOR = {
+    "NEW": "not validated",
+    "DEPEND": "waiting for a dependency",
+    "PRIORITY": "waiting for a priority",
+    "SCHED": "waiting for resources, or held",
+    "RUN": "allocated, the job shell did not start",
+}
+PING_TIMEOUT_S = 10.0  # how long an instance may take to answer before it counts as lost
+DRAIN_TIMEOUT_S = 30.0  # how long a cancelled job may take to reach the end of its eventlog
 
 
 def install_hint() -> str:
@@ -186,6 +214,8 @@ class FluxExecutor:
                     the job's KVS output eventlog and the harness writes the files.
     image_settings: per-image settings (IMAGE_SETTINGS keys) by SIF file name, e.g. from the
                     manifest; a Job may also carry `flux` (a mapping) itself.
+    start_timeout_s: a job with no `start` event this long after submit is cancelled and
+                    recorded as failed (None or 0: wait as long as it takes).
     """
 
     launcher: str = "flux"
@@ -196,6 +226,7 @@ class FluxExecutor:
     output: str = "file"
     extra_binds: Sequence[str] = ()
     image_settings: Mapping[str, Mapping] = field(default_factory=dict)
+    start_timeout_s: float | None = 600.0
     name: str = field(default="flux", init=False)
     needs_sif: bool = field(default=True, init=False)
 
@@ -208,18 +239,26 @@ class FluxExecutor:
             raise HarnessError("flux executor: --nodes must be at least 1")
         if self.cores_per_task < 1:
             raise HarnessError("flux executor: cores per task must be at least 1")
+        if self.start_timeout_s is not None and self.start_timeout_s < 0:
+            raise HarnessError("flux executor: --start-timeout must not be negative")
         self._local = threading.local()
         self._runtime: str | None = None
         self._pmi: Path | None = None
         self._preflighted = False
+        self._lost: str | None = None  # why the instance is gone (set by any thread)
 
     # -- setup -----------------------------------------------------------------------------
     def preflight(self) -> None:
+        self._check_not_lost()
         bindings()
         self._local.handle = connect(self.uri)
         self._runtime = runtime.executable()
         self._pmi = pmi_library_path()
         self._preflighted = True
+
+    def _check_not_lost(self) -> None:
+        if self._lost is not None:
+            raise HarnessError(self._lost)
 
     def handle(self):
         """This thread's handle: a flux handle is not shared between threads."""
@@ -289,58 +328,54 @@ class FluxExecutor:
         return js
 
     def run(self, job: Job) -> JobResult:
+        self._check_not_lost()
         flux = bindings()
         h = self.handle()
         js = self.jobspec(job)
         argv = list(js.tasks[0]["command"])
+        if self.output == "file":
+            # a resumed run reuses the file names: what an earlier attempt left is not this job's
+            for path in (Path(job.stdout), Path(job.stderr)):
+                path.unlink(missing_ok=True)
         try:
             jobid = flux.job.JobID(flux.job.submit(h, js))
         except OSError as exc:
-            raise HarnessError(f"flux executor: submit refused: {exc.strerror or exc}") from None
-        events: list[dict] = []
-        stamps: dict[str, float] = {}
-        status: int | None = None
-        exceptions: list[dict] = []
+            raise HarnessError(f"flux executor: submit refused: {_why(exc)}") from None
+        trace = _Trace(jobid.f58)
+        watcher = None
+        reachable = True
         try:
-            for ev in flux.job.event_watch(h, jobid):
-                entry = {"name": ev.name, "timestamp": ev.timestamp, "context": dict(ev.context)}
-                if ev.name == "submit":
-                    entry["jobid"] = jobid.f58
-                events.append(entry)
-                stamps.setdefault(ev.name, ev.timestamp)
-                if ev.name == "finish":
-                    status = int(ev.context.get("status", 0))
-                elif ev.name == "exception":
-                    exceptions.append(entry)
+            watcher = flux.job.event_watch_async(h, jobid)
+            if self._follow(flux, h, jobid, watcher, trace):
+                info = flux.job.result(h, jobid)
+                trace.events.append(
+                    {
+                        "name": "result",
+                        "result": info.result,
+                        "returncode": info.returncode,
+                        "jobid": jobid.f58,
+                    }
+                )
         except KeyboardInterrupt:
             flux.job.cancel(h, jobid, "harness interrupted")
             raise
-        except OSError as exc:
-            raise HarnessError(
-                f"flux executor: lost the eventlog of job {jobid.f58}: {exc.strerror or exc}"
-            ) from None
-        info = flux.job.result(h, jobid)
-        events.append(
-            {
-                "name": "result",
-                "result": info.result,
-                "returncode": info.returncode,
-                "jobid": jobid.f58,
-            }
-        )
-        self._write_output(h, flux, jobid, job, exceptions, stamps.get("submit", 0.0), stamps)
+        except (OSError, RuntimeError) as exc:
+            # RuntimeError: flux-core 0.88's bindings read a NULL event when the connection drops
+            reachable = self._follow_failed(flux, h, jobid, watcher, trace, exc)
+        self._write_output(h, flux, jobid, job, trace, reachable)
 
-        exit_code, sig = (None, None) if status is None else _wait_status(status)
-        timed_out = any(e["context"].get("type") == "timeout" for e in exceptions)
+        stamps = trace.stamps
+        end = trace.lost_at
+        exit_code, sig = (None, None) if trace.status is None else _wait_status(trace.status)
+        timed_out = any(e["context"].get("type") == "timeout" for e in trace.exceptions)
         submit = stamps.get("submit")
         began = stamps.get("alloc")
-        end_queue = began if began is not None else stamps.get("clean", submit)
+        end_queue = began if began is not None else stamps.get("clean", end or submit)
         queue_s = max(0.0, end_queue - submit) if submit is not None else 0.0
         run_s = 0.0
         if "start" in stamps:
-            run_s = max(
-                0.0, stamps.get("finish", stamps.get("clean", stamps["start"])) - stamps["start"]
-            )
+            stop = stamps.get("finish", stamps.get("clean", end or stamps["start"]))
+            run_s = max(0.0, stop - stamps["start"])
         return JobResult(
             argv=argv,
             exit_code=exit_code,
@@ -348,17 +383,101 @@ class FluxExecutor:
             timed_out=timed_out,
             queue_s=queue_s,
             run_s=run_s,
-            events=events,
+            events=trace.events,
         )
 
-    def _write_output(
-        self, h, flux, jobid, job: Job, exceptions: list[dict], t0: float, started: dict
-    ) -> None:
-        """Make job.stdout/job.stderr hold the job's output, then its exceptions as
-        `flux job attach` prints them (the evidence Flux itself gives for a failed start)."""
+    def _follow(self, flux, h, jobid, watcher, trace: _Trace) -> bool:
+        """Read the job's eventlog into `trace` until it ends (True). A job with no `start` event
+        within start_timeout_s is cancelled; its eventlog is then read until it ends, for at most
+        DRAIN_TIMEOUT_S (False when it did not end)."""
+        start_by = None
+        if self.start_timeout_s:
+            start_by = time.monotonic() + self.start_timeout_s
+        drain_by = None
+        while True:
+            until = drain_by
+            if until is None and "start" not in trace.stamps and trace.state in _WAITING_FOR:
+                until = start_by
+            if until is not None and not _ready(watcher, until):
+                if drain_by is not None:
+                    return False
+                self._cancel_unstarted(flux, h, jobid, trace)
+                drain_by = time.monotonic() + DRAIN_TIMEOUT_S
+                continue
+            ev = watcher.get_event()
+            if ev is None:
+                return True
+            trace.add(ev)
+
+    def _cancel_unstarted(self, flux, h, jobid, trace: _Trace) -> None:
+        state = trace.state
+        try:
+            info = flux.job.get_job(h, jobid)  # job-list's view: a held job, a dependency
+            state = (info or {}).get("state") or state
+        except OSError:
+            pass
+        limit = f"{self.start_timeout_s:g} s"
+        waiting = _WAITING_FOR.get(state)
+        trace.notes.append(
+            f"flux executor: job {jobid.f58} failed to start within {limit} "
+            f"(state {state}{': ' + waiting if waiting else ''}): cancelled"
+        )
+        trace.events.append(
+            {
+                "name": "start-timeout",
+                "timestamp": time.time(),
+                "timeout_s": self.start_timeout_s,
+                "state": state,
+                "jobid": jobid.f58,
+            }
+        )
+        # a failed cancel (a dead instance) shows when the eventlog is read on
+        with contextlib.suppress(OSError):
+            flux.job.cancel(h, jobid, f"harness: no start within {limit}")
+
+    def _follow_failed(self, flux, h, jobid, watcher, trace: _Trace, exc: Exception) -> bool:
+        """The eventlog could not be followed: record why in `trace`; False when the instance is
+        gone (the next run() then raises), True when it still answers (the job is cancelled)."""
+        trace.lost_at = time.time()
+        gone = _unreachable(h)
+        if gone is None:
+            why = _why(exc)
+            trace.notes.append(f"flux executor: error: lost the eventlog of job {jobid.f58}: {why}")
+            trace.events.append({"name": "lost-eventlog", "timestamp": trace.lost_at, "error": why})
+            with contextlib.suppress(OSError):
+                flux.job.cancel(h, jobid, "harness: lost the job's eventlog")
+            return True
+        if watcher is not None:
+            watcher.needs_cancel = False  # nothing to cancel on a dead connection
+        uri = self.uri or os.environ.get("FLUX_URI")
+        target = f"Flux instance at {uri}" if uri else "Flux system instance"
+        trace.notes.append(
+            f"flux executor: error: lost the Flux instance while following job {jobid.f58}: {gone}"
+        )
+        trace.events.append(
+            {"name": "lost-instance", "timestamp": trace.lost_at, "error": gone, "uri": uri}
+        )
+        self._lost = (
+            f"flux executor: the {target} is gone or unreachable (lost while following job "
+            f"{jobid.f58}: {gone}); the iterations recorded so far are kept: rerun the same "
+            f"command against a running instance to continue"
+        )
+        return False
+
+    def _write_output(self, h, flux, jobid, job: Job, trace: _Trace, reachable: bool) -> None:
+        """Make job.stdout/job.stderr hold the job's output, then its exceptions as `flux job
+        attach` prints them (the evidence Flux itself gives for a failed start).
+
+        The executor's own fault line (start timeout, lost instance) heads job.stderr, before
+        what the job wrote: it is the cause, and what the job's shell printed on the way out
+        ("flux-shell[0]: ERROR: flux_reactor_run" when its broker dies) is its consequence; the
+        classifier takes the first suspicious line as the evidence."""
         stdout, stderr = Path(job.stdout), Path(job.stderr)
+        tail: list[str] = []
         if self.output == "kvs":
             try:
+                if not reachable:
+                    raise OSError("the instance is gone")
                 out = flux.job.output.job_output(h, jobid)
                 stdout.write_text(out.stdout)
                 stderr.write_text(out.stderr + out.log)
@@ -369,21 +488,93 @@ class FluxExecutor:
             missing = [p for p in (stdout, stderr) if not p.exists()]
             for path in missing:
                 path.write_text("")
-            if missing and "start" in started:  # written on a node that does not share them
-                with stderr.open("a") as fh:
-                    fh.write(
-                        f"flux executor: job {jobid.f58} ran but its output "
-                        f"{' and '.join(map(str, missing))} is not visible here "
-                        f"(outdir not shared with the job's nodes: use output 'kvs')\n"
-                    )
-        if exceptions:
-            with stderr.open("a") as fh:
-                for e in exceptions:
-                    c = e["context"]
-                    fh.write(
-                        f"{e['timestamp'] - t0:.3f}s: job.exception {jobid.f58} "
-                        f"type={c.get('type')} severity={c.get('severity')} {c.get('note', '')}\n"
-                    )
+            if missing and reachable and "start" in trace.stamps:
+                # written on a node that does not share them
+                tail.append(
+                    f"flux executor: job {jobid.f58} ran but its output "
+                    f"{' and '.join(map(str, missing))} is not visible here "
+                    f"(outdir not shared with the job's nodes: use output 'kvs')"
+                )
+        t0 = trace.stamps.get("submit", 0.0)
+        for e in trace.exceptions:
+            c = e["context"]
+            tail.append(
+                f"{e['timestamp'] - t0:.3f}s: job.exception {jobid.f58} "
+                f"type={c.get('type')} severity={c.get('severity')} {c.get('note', '')}"
+            )
+        if trace.notes:
+            body = stderr.read_bytes()
+            if body and not body.endswith(b"\n"):
+                body += b"\n"
+            head = "".join(line + "\n" for line in trace.notes).encode()
+            # a new file, renamed over: a job shell still writing writes to the old one
+            fresh = stderr.with_name(f".{stderr.name}.{os.getpid()}.{threading.get_ident()}")
+            fresh.write_bytes(head + body)
+            os.replace(fresh, stderr)
+        if tail:
+            with stderr.open("a", encoding="utf-8") as fh:
+                fh.write("".join(line + "\n" for line in tail))
+
+
+@dataclass
+class _Trace:
+    """What run() learns about one job from its eventlog (and the executor's own notes)."""
+
+    jobid: str
+    events: list[dict] = field(default_factory=list)
+    stamps: dict[str, float] = field(default_factory=dict)
+    exceptions: list[dict] = field(default_factory=list)
+    status: int | None = None
+    state: str = "NEW"
+    notes: list[str] = field(default_factory=list)  # the executor's fault lines: head job.stderr
+    lost_at: float | None = None
+
+    def add(self, ev) -> None:
+        entry = {"name": ev.name, "timestamp": ev.timestamp, "context": dict(ev.context)}
+        if ev.name == "submit":
+            entry["jobid"] = self.jobid
+        self.events.append(entry)
+        self.stamps.setdefault(ev.name, ev.timestamp)
+        self.state = _STATE_AFTER.get(ev.name, self.state)
+        if ev.name == "finish":
+            self.status = int(ev.context.get("status", 0))
+        elif ev.name == "exception":
+            self.exceptions.append(entry)
+            if int(ev.context.get("severity", 1)) == 0 and self.state != "INACTIVE":
+                self.state = "CLEANUP"
+
+
+def _why(exc: BaseException) -> str:
+    """An OSError's text as Flux words it ("EPIPE: Broken pipe"), else the exception's."""
+    if isinstance(exc, OSError):
+        if exc.strerror:
+            return exc.strerror
+        if exc.errno:
+            return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+def _ready(watcher, until: float) -> bool:
+    """Wait (in the reactor, no polling) for the watcher's next event until the monotonic time
+    `until`; False when none came."""
+    try:
+        watcher.wait_for(max(0.0, until - time.monotonic()))
+    except OSError as exc:
+        if exc.errno == errno.ETIMEDOUT:
+            return False
+        raise
+    return True
+
+
+def _unreachable(h) -> str | None:
+    """None when the instance behind `h` answers a ping, else why not."""
+    try:
+        h.rpc("broker.ping", {}).wait_for(PING_TIMEOUT_S).get()
+    except OSError as exc:
+        if exc.errno == errno.ETIMEDOUT:
+            return f"no answer within {PING_TIMEOUT_S:g} s"
+        return _why(exc)
+    return None
 
 
 # -- detach / status -------------------------------------------------------------------------
