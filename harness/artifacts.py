@@ -106,6 +106,7 @@ class ArtifactStore:
             raise HarnessError(f"artifact cache {self.cache}: not a directory")
         self.registry_cache = Path(registry_cache) if registry_cache else default_cache_dir()
         self._memo: dict[str, Artifact] = {}
+        self._probed: set[str] = set()
         self._client = None
 
     def get(self, image_name: str, ref: str | None) -> Artifact | None:
@@ -150,7 +151,10 @@ class ArtifactStore:
             self._client = oras.client.OrasClient(tls_verify=tls_verify())
         client = self._client
         try:
-            probe_registry(ref)
+            host = ref.split("/", 1)[0]
+            if host not in self._probed:  # once per registry: oras alone retries for minutes
+                probe_registry(ref)
+                self._probed.add(host)
             manifest = client.get_manifest(ref)
             layers = [
                 lay for lay in manifest.get("layers", []) if lay.get("mediaType") in MEDIA_TYPES
