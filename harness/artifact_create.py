@@ -39,6 +39,8 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
 from harness.errors import HarnessError
+from harness.host import parse_mpi_version
+from harness.matching import normalise_arch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = REPO_ROOT / "compspec" / "lab-spec.yaml"
@@ -53,7 +55,6 @@ ELF_MACHINES = {
     "EM_RISCV": "riscv64",
     "EM_S390": "s390x",
 }
-HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "i686": "386"}
 
 LIB_DIRS = {
     "amd64": ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64"],
@@ -99,7 +100,7 @@ def _run(
 
 
 def host_arch() -> str:
-    return HOST_ARCH.get(platform.machine(), platform.machine())
+    return normalise_arch(platform.machine())
 
 
 def sif_partition(sif: Path) -> tuple[int, str]:
@@ -296,20 +297,6 @@ def upstream_version(debian_version: str) -> str:
     return version.rsplit("-", 1)[0] if "-" in version else version
 
 
-def parse_mpirun_version(output: str) -> tuple[str, str] | None:
-    """(variant, version) from `mpirun --version`, read as compspec-go's library extractor does."""
-    for line in output.splitlines():
-        line = line.strip()
-        if "Open MPI" in line:
-            return "OpenMPI", line.split(" ")[-1]
-        if "Intel" in line:
-            m = re.search(r"Version (\S+) ", line)
-            return ("intel-mpi", m[1]) if m else None
-        if "Version:" in line:
-            return "mpich", line.split(" ")[-1]
-    return None
-
-
 def installed_lammps_packages(help_text: str) -> list[str] | None:
     """The package list of `lmp -h` ("Installed packages:" up to the next blank line)."""
     lines = help_text.splitlines()
@@ -376,7 +363,7 @@ def extract(sif: Path, *, run: bool | None = None) -> Extraction:
             proc = apptainer_exec(sif, ["mpirun", "--version"])
             parsed = None
             if proc.returncode == 0:
-                parsed = parse_mpirun_version(proc.stdout + proc.stderr)
+                parsed = parse_mpi_version(proc.stdout + proc.stderr)
             if parsed and (variant in ("unknown", parsed[0])):
                 if variant == "unknown":
                     ex.set("library.mpi.variant", parsed[0], "mpirun --version in the image")

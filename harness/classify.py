@@ -369,6 +369,10 @@ def classify(
     return Classification("unknown", _fallback_line(text))
 
 
-def classify_file(path: str | Path) -> Classification:
-    """Classify a saved log (exit code and ranks unknown)."""
-    return classify(Path(path).read_text(errors="replace"))
+def classify_file(path: str | Path, stderr: str | Path | None = None) -> Classification:
+    """Classify a saved log, with its job's stderr file when there is one (exit code and ranks
+    unknown)."""
+    text = Path(path).read_text(errors="replace")
+    if stderr is not None and Path(stderr).is_file():
+        text += "\n" + Path(stderr).read_text(errors="replace")
+    return classify(text)

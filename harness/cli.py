@@ -440,7 +440,10 @@ def cmd_classify(args) -> int:
             files.append(path)
         else:
             raise HarnessError(f"{path}: no such file or directory")
-    results = [(f, classify_file(f)) for f in files]
+    # A job's stdout (X.out) is read with its stderr (X.err), as `harness run` classifies it.
+    results = [
+        (f, classify_file(f, f.with_suffix(".err") if f.suffix == ".out" else None)) for f in files
+    ]
     if args.json:
         print(
             json.dumps(

@@ -17,9 +17,12 @@ from harness.matching import normalise_arch
 from harness.modes import comparators
 
 ARCH = "io.archspec.cpu.target"
+VENDOR = "org.supercontainers.os.vendor"
+VERSION = "org.supercontainers.os.version"
 GPU = "org.supercontainers.hardware.gpu.available"
 MPI_IMPL = "org.supercontainers.mpi.implementation"
 MPI_VERSION = "org.supercontainers.mpi.version"
+LIBC = "org.supercontainers.libc.version"
 
 # Devices a GPU driver creates: NVIDIA, AMD ROCm. Their presence is what a container can use.
 GPU_DEVICES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")
@@ -34,20 +37,38 @@ def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
     return values
 
 
+def parse_mpi_version(output: str) -> tuple[str, str] | None:
+    """(implementation, version) from an MPI launcher's `--version`, read the way compspec-go's
+    library extractor reads it (and spelled as it spells them)."""
+    for line in output.splitlines():
+        line = line.strip()
+        if "Open MPI" in line:
+            return "OpenMPI", line.split(" ")[-1]
+        if "Intel" in line:
+            m = re.search(r"Version (\S+) ", line)
+            return ("intel-mpi", m[1]) if m else None
+        if "Version:" in line:
+            return "mpich", line.split(" ")[-1]
+    return None
+
+
 def launcher_mpi(launcher: str) -> tuple[str, str]:
-    """(implementation, version) of an MPI launcher, spelled as compspec-go spells them."""
+    """(implementation, version) of the host's MPI launcher."""
     path = shutil.which(launcher)
     if path is None:
         raise HarnessError(f"MPI launcher {launcher!r} not found on PATH")
-    proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    text = proc.stdout + proc.stderr
-    if m := re.search(r"\(Open MPI\)\s+(\S+)", text):
-        return "OpenMPI", m.group(1)
-    if "HYDRA" in text and (m := re.search(r"Version:\s+(\S+)", text)):
-        return "mpich", m.group(1)
-    if m := re.search(r"Intel\(R\) MPI Library.*?Version\s+(\S+)", text):
-        return "intel-mpi", m.group(1).rstrip(",")
-    raise HarnessError(f"MPI launcher {launcher!r}: cannot tell its implementation from --version")
+    try:
+        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise HarnessError(
+            f"MPI launcher {launcher!r}: `--version` did not answer in 30 s"
+        ) from None
+    found = parse_mpi_version(proc.stdout + proc.stderr)
+    if found is None:
+        raise HarnessError(
+            f"MPI launcher {launcher!r}: cannot tell its implementation from --version"
+        )
+    return found
 
 
 def glibc_version() -> str:
@@ -66,27 +87,31 @@ def cpu_model() -> str:
 
 
 def detect(launcher: str) -> dict[str, str]:
+    """This machine; without the MPI launcher, the MPI keys are left out (a mode that needs
+    them then says so)."""
     osr = os_release()
-    impl, version = launcher_mpi(launcher)
-    return {
+    mpi = launcher_mpi(launcher) if shutil.which(launcher) else None
+    host = {
         ARCH: normalise_arch(platform.machine()),
         "io.archspec.cpu.model": cpu_model(),
-        "org.supercontainers.os.vendor": osr.get("ID", ""),
-        "org.supercontainers.os.version": osr.get("VERSION_ID", ""),
+        VENDOR: osr.get("ID", ""),
+        VERSION: osr.get("VERSION_ID", ""),
         "org.supercontainers.os.name": osr.get("PRETTY_NAME", ""),
         GPU: "yes" if any(os.path.exists(d) for d in GPU_DEVICES) else "no",
-        MPI_IMPL: impl,
-        MPI_VERSION: version,
-        "org.supercontainers.libc.version": glibc_version(),
+        LIBC: glibc_version(),
         "org.supercontainers.kernel.version": platform.release(),
     }
+    if mpi:
+        host[MPI_IMPL], host[MPI_VERSION] = mpi
+    return host
 
 
 def load(path: str | Path) -> dict[str, str]:
     """A host description file (JSON or YAML, flat mapping of known attribute keys)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        # Every scalar as written: an unquoted version 22.10 must not become the float 22.1.
+        data = yaml.load(path.read_text(), Loader=yaml.BaseLoader)  # YAML is a superset of JSON
     except OSError as exc:
         raise HarnessError(f"host file {path}: {exc.strerror}") from None
     except yaml.YAMLError:
@@ -99,10 +124,7 @@ def load(path: str | Path) -> dict[str, str]:
     bad = sorted(str(k) for k, v in data.items() if isinstance(v, dict | list))
     if bad:
         raise HarnessError(f"host file {path}: value of {', '.join(bad)} must be a scalar")
-    host = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.items()}
-    if isinstance(data.get(GPU), bool):
-        host[GPU] = "yes" if data[GPU] else "no"
-    return host
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def resolve(host_file: str | Path | None, launcher: str) -> dict[str, str]:

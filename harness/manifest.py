@@ -94,9 +94,13 @@ def _entry(path: Path, index: int, raw: object) -> Image:
                 f"{where} field 'flux' has unknown key(s): {', '.join(map(str, unknown))} "
                 f"(known: {', '.join(IMAGE_SETTINGS)})"
             )
+    artifact = artifact.strip() if artifact else None
+    if artifact and artifact.endswith(".json") and not Path(artifact).is_absolute():
+        # a local artifact file is named relative to the manifest, not to the caller's cwd
+        artifact = str((path.parent / artifact).resolve())
     return Image(
         name=name.strip(),
-        artifact=artifact.strip() if artifact else None,
+        artifact=artifact,
         command=tuple(str(a) for a in command),
         workdir=workdir,
         mpi_model=mpi_model,

@@ -16,7 +16,13 @@ from harness.errors import HarnessError
 from harness.manifest import Image
 from harness.modes import Mode, comparators
 
-ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armv8": "arm64"}
+ARCH_ALIASES = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armv8": "arm64",
+    "i686": "386",
+}
 MPI_ALIASES = {
     "open mpi": "openmpi",
     "ompi": "openmpi",
@@ -188,4 +194,9 @@ def select(
         if image.name in names:
             artifact = store.get(image.name, image.artifact)  # its digest goes into records
             allowed.append(Verdict(image, (), artifact.digest if artifact else None))
+    if not allowed:
+        raise HarnessError(
+            f"mode {mode.name}: compspec-go matched {len(names)} image(s), none of them in "
+            f"manifest {manifest_path}"
+        )
     return allowed

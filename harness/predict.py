@@ -34,16 +34,11 @@ import yaml
 from harness import matching
 from harness.artifacts import ArtifactStore
 from harness.errors import HarnessError
+from harness.host import ARCH, GPU, LIBC, VENDOR, VERSION
+from harness.host import MPI_IMPL as MPI
 from harness.manifest import Image
 from harness.matching import normalise_arch
 from harness.modes import Mode
-
-ARCH = "io.archspec.cpu.target"
-VENDOR = "org.supercontainers.os.vendor"
-VERSION = "org.supercontainers.os.version"
-GPU = "org.supercontainers.hardware.gpu.available"
-MPI = "org.supercontainers.mpi.implementation"
-LIBC = "org.supercontainers.libc.version"
 
 # The reference experiment's Flux views (run_experiments.py): OS, version as compspec says it.
 REFERENCE_VIEWS = (("rocky", "9.3"), ("rocky", "8.9"), ("ubuntu", "20.04"), ("ubuntu", "22.04"))
@@ -101,8 +96,13 @@ def rule_outcome(attrs: dict[str, str], env: Environment) -> tuple[str, str]:
             return "os-abi", f"image glibc {have} < {env.mounted_glibc} of {env.name}"
     if env.launcher_mpi:
         impl = attrs.get(MPI)
-        if impl is None or matching.compare("mpi", env.launcher_mpi, impl) is False:
-            return "mpi", f"image MPI {impl or 'none'} under a {env.launcher_mpi} launcher"
+        if impl is None:
+            return "mpi", f"image without MPI under a {env.launcher_mpi} launcher"
+        if not matching.compare("mpi", env.launcher_mpi, impl):
+            # another MPI's launcher starts the ranks, which do not find each other: each
+            # runs alone (seen on the lab both ways, Open MPI and MPICH)
+            why = f"image MPI {impl} under a {env.launcher_mpi} launcher"
+            return "mpi-singleton", why
     if attrs.get(GPU, "no").lower() in matching.YES and not env.gpu:
         return "gpu", "GPU image on a node without GPU"
     return "success", ""
@@ -122,6 +122,13 @@ class ModePrediction:
     @property
     def success(self) -> float:
         return self.outcomes.get("success", 0.0)
+
+
+def _outcome(attrs: dict[str, dict[str, str]], image: str, env: Environment) -> tuple[str, str]:
+    """The rules' outcome, or unknown for an image whose artifact was skipped as invalid."""
+    if image not in attrs:
+        return "unknown", "no usable artifact (skipped as invalid)"
+    return rule_outcome(attrs[image], env)
 
 
 def _attrs(images: list[Image], store: ArtifactStore) -> dict[str, dict[str, str]]:
@@ -151,6 +158,8 @@ def reference(
         raise HarnessError(f"predict: no image of the host's architecture {arch}")
     results = []
     for name in ("basic", "platform", "platform-version"):
+        if name not in modes:
+            continue
         pred = ModePrediction(name)
         for image in pool:
             a = attrs[image]
@@ -184,7 +193,7 @@ def reference(
         pred = ModePrediction(name)
         for env, allowed in pairs:
             for v in allowed:
-                pred.add(1 / len(pairs) / len(allowed), *rule_outcome(attrs[v.image.name], env))
+                pred.add(1 / len(pairs) / len(allowed), *_outcome(attrs, v.image.name, env))
         if not pairs:
             pred.add(1.0, "no-candidate", "no image matches any Flux view")
         results.append(pred)
@@ -218,7 +227,7 @@ def on_host(
             results.append(pred)
             continue
         for v in allowed:
-            pred.add(1 / len(allowed), *rule_outcome(attrs[v.image.name], env))
+            pred.add(1 / len(allowed), *_outcome(attrs, v.image.name, env))
         results.append(pred)
     return results
 
@@ -231,11 +240,19 @@ def measured(paths: list[Path]) -> dict[str, Counter]:
     for path in paths:
         if path.is_file() and path.suffix == ".csv":
             with path.open() as fh:
-                for row in csv.DictReader(fh):
-                    reason = PUBLISHED_REASONS.get(row.get("reason", ""), row.get("reason", ""))
+                reader = csv.DictReader(fh)
+                missing = {"experiment", "reason"} - set(reader.fieldnames or ())
+                if missing:
+                    raise HarnessError(
+                        f"predict: {path} has no column {', '.join(sorted(missing))}"
+                    )
+                for row in reader:
+                    reason = PUBLISHED_REASONS.get(row["reason"], row["reason"])
                     out[row["experiment"]][reason] += 1
         elif records.records_path(path).is_file():
             for rec in records.iter_raw(path):
+                if "mode" not in rec or "reason" not in rec:
+                    raise HarnessError(f"predict: {records.records_path(path)} holds a non-record")
                 out[rec["mode"]][rec["reason"]] += 1
         else:
             raise HarnessError(f"predict: {path} is neither a harness outdir nor a results csv")

@@ -84,7 +84,9 @@ def append(outdir: Path, record: Record) -> None:
     line = (record.to_json() + "\n").encode()
     fd = os.open(records_path(outdir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        view = memoryview(line)
+        while view:  # a regular file takes it in one write; a short write must not tear it
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -8,13 +8,15 @@ would have picked, and `--seed` reproduces a run.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,23 +67,30 @@ def prepare_outdir(outdir: Path) -> None:
     records.repair(outdir)
 
 
-def previous_seed(outdir: Path, mode: str) -> int | None:
-    for rec in records.iter_raw(outdir):
-        if rec.get("mode") == mode:
-            return int(rec["seed"])
-    return None
+# What a resumed run must share with the records already in the outdir for the same mode:
+# otherwise two different experiments would be mixed under one name.
+RESUME_FIELDS = ("executor", "launcher", "mpi_model", "np", "matcher", "candidates")
 
 
-def choose_seed(cfg: RunConfig) -> int:
-    before = previous_seed(cfg.outdir, cfg.mode)
-    if before is not None and cfg.seed is not None and cfg.seed != before:
+def previous_record(outdir: Path, mode: str) -> dict | None:
+    return next((r for r in records.iter_raw(outdir) if r.get("mode") == mode), None)
+
+
+def check_resume(cfg: RunConfig, before: dict | None, now: dict) -> int:
+    """The seed to use; a HarnessError when the outdir holds this mode run another way."""
+    if before is None:
+        return cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    keys = [k for k in ("seed", *RESUME_FIELDS) if now.get(k) is not None]
+    differs = [k for k in keys if before.get(k) != now[k]]
+    if differs:
+        key = differs[0]
+        was = before.get(key)
+        shown = f"{len(was or [])} other candidates" if key == "candidates" else was
         raise HarnessError(
-            f"outdir {cfg.outdir} already holds mode {cfg.mode} with seed {before}; "
-            f"use that seed or another outdir"
+            f"outdir {cfg.outdir} already holds mode {cfg.mode} run with {key} {shown}; "
+            f"rerun it the same way to resume, or use another outdir"
         )
-    if before is not None:
-        return before
-    return cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    return int(before["seed"])
 
 
 @dataclass
@@ -201,11 +210,27 @@ def prepare(cfg: RunConfig) -> Experiment:
     store = ArtifactStore(cache=cfg.cache, skip_invalid=cfg.skip_invalid)
     allowed = matching.select(cfg.matcher, cfg.manifests, images, mode, host, store)
     select_s = time.perf_counter() - t0
-    prepare_outdir(cfg.outdir)
-    seed = choose_seed(cfg)
     cache = ImageCache(cfg.sif_cache)
     if executor.needs_sif:
         cache.check_registries([v.image.name for v in allowed])
+    if cfg.timeout_s <= 0:
+        raise HarnessError("--timeout must be a positive number of seconds")
+    prepare_outdir(cfg.outdir)  # only now: bad input above leaves nothing behind
+    before = previous_record(cfg.outdir, cfg.mode)
+    # the model that record's image would get now (an image may set its own)
+    image_model = {v.image.name: v.image.mpi_model for v in allowed}.get(
+        (before or {}).get("image")
+    )
+    now = {
+        "seed": cfg.seed,
+        "executor": executor.name,
+        "launcher": executor.launcher,
+        "mpi_model": image_model or cfg.mpi_model,
+        "np": cfg.np,
+        "matcher": cfg.matcher,
+        "candidates": [v.image.name for v in allowed],
+    }
+    seed = check_resume(cfg, before, now)
     return Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
 
 
@@ -222,6 +247,27 @@ def run(
     exp = prepare(cfg)
     if on_skip and exp.skipped:
         on_skip(exp.skipped)
+    with _mode_lock(cfg.outdir, cfg.mode):
+        return _iterate(cfg, exp, on_record)
+
+
+@contextmanager
+def _mode_lock(outdir: Path, mode: str) -> Iterator[None]:
+    """One writer per (outdir, mode): a detached run and a manual rerun must not both append."""
+    with (outdir / f".lock-{mode}").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HarnessError(
+                f"another harness run is writing mode {mode} in {outdir}; wait for it, or use "
+                "another outdir"
+            ) from None
+        yield
+
+
+def _iterate(
+    cfg: RunConfig, exp: Experiment, on_record: Callable[[records.Record], None] | None
+) -> Counter:
     done = records.completed_iterations(cfg.outdir, cfg.mode)
     todo = [i for i in range(cfg.iters) if i not in done]
     counts: Counter = Counter()
@@ -238,10 +284,19 @@ def run(
         for i in todo:
             save(exp.iteration(i))
         return counts
-    with ThreadPoolExecutor(max_workers=cfg.max_concurrent) as pool:
+    pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
+    try:
         # map() yields in submission order: a finished later iteration waits for earlier ones.
         for rec in pool.map(exp.iteration, todo):
             save(rec)
+    except BaseException:
+        # Interrupted: drop what has not started, stop what runs (its iteration is redone
+        # on resume: nothing of it was recorded).
+        pool.shutdown(wait=False, cancel_futures=True)
+        if cancel := getattr(exp.executor, "cancel_all", None):
+            cancel()
+        raise
+    pool.shutdown()
     return counts
 
 

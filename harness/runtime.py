@@ -1,8 +1,9 @@
 """The container runtime (Apptainer or Singularity) and the SIF cache, through spython.
 
-Pulls go to a cache keyed by image reference and registry digest: a cached image is not pulled
-again, and a tag that moved to a new digest is. A pull writes to a temporary name and is renamed
-into place, so a crash mid-pull never leaves a half image in the cache.
+Pulls go to a cache keyed by image reference and registry digest (asked once per run): a cached
+image is not pulled again, and a tag that moved to a new digest is. Names that carry a scheme
+(`docker://...`) and multi-arch indexes have no digest here and are cached by name. A pull writes
+to a temporary name and is renamed into place, so a crash mid-pull never leaves a half image.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ImageCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_sif_cache()
         self._client = None
+        self._resolved: dict[str, tuple[str, str | None]] = {}
 
     def _oras(self):
         import oras.client  # deferred: a run from local SIF files never needs it
@@ -69,7 +71,16 @@ class ImageCache:
             probe_registry(host + "/")
 
     def resolve(self, name: str) -> tuple[str, str | None]:
-        """(pull URI, digest) of an image name: a SIF stored over ORAS, else an OCI image."""
+        """(pull URI, digest) of an image name: a SIF stored over ORAS, else an OCI image.
+
+        Asked of the registry once per run and name: a registry hiccup later in the run must not
+        turn an image already in the cache into a `pull` failure.
+        """
+        if name not in self._resolved:
+            self._resolved[name] = self._resolve(name)
+        return self._resolved[name]
+
+    def _resolve(self, name: str) -> tuple[str, str | None]:
         if name.startswith(SCHEMES):
             return name, None
         probe_registry(name)

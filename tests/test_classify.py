@@ -8,6 +8,7 @@ experiment (shared anchors).  Every test checks the reason AND the evidence line
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -462,3 +463,18 @@ def test_rule_needles_cover_their_patterns():
         for line in corpus:
             if rx.search(line):
                 assert any(n in line.lower() for n in needles), (rx.pattern, line)
+
+
+def test_cli_reads_a_jobs_stdout_with_its_stderr(tmp_path):
+    """`harness classify DIR` sees what `harness run` saw: X.out together with X.err."""
+    from tests.conftest import cli
+
+    (tmp_path / "iter-0000.out").write_text("")
+    (tmp_path / "iter-0000.err").write_text('FATAL:   "lmp": executable file not found in $PATH\n')
+    proc = cli("classify", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (got,) = json.loads(proc.stdout)
+    assert (got["reason"], got["evidence"]) == (
+        "missing-binary",
+        'FATAL:   "lmp": executable file not found in $PATH',
+    )

@@ -40,6 +40,8 @@ def run_args(tmp_path, anchors):
 def needs_runtime() -> None:
     if shutil.which("apptainer") is None and shutil.which("singularity") is None:
         pytest.skip("apptainer is not installed: the run stops earlier, at the runtime check")
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun is not installed: the run stops earlier, at the launcher check")
 
 
 def test_missing_launcher(tmp_path, run_args):

@@ -444,7 +444,7 @@ def test_job_that_never_starts_is_cancelled(own_instance, tiny_sif, tmp_path):
     t0 = time.monotonic()
     result = _joined(*_run_in_thread(ex, job), timeout=20)
     took = time.monotonic() - t0
-    assert 2 <= took < 15, took
+    assert 2 <= took < 60, took
     assert (result.exit_code, result.signal, result.timed_out) == (None, None, False)
     (late,) = [e for e in result.events if e["name"] == "start-timeout"]
     assert (late["state"], late["timeout_s"]) == ("SCHED", 2)
@@ -475,10 +475,10 @@ def test_start_timeout_does_not_touch_a_started_job(own_instance, tiny_sif, tmp_
     from harness.executors.flux import FluxExecutor
 
     inst = own_instance()
-    ex = FluxExecutor(uri=inst.uri, start_timeout_s=1)
+    ex = FluxExecutor(uri=inst.uri, start_timeout_s=20)
     ex.preflight()
-    result = ex.run(_job(tmp_path, tiny_sif, ["sleep", "3"]))
-    assert result.exit_code == 0 and result.run_s >= 3
+    result = ex.run(_job(tmp_path, tiny_sif, ["sleep", "25"]))  # runs past the start timeout
+    assert result.exit_code == 0 and result.run_s >= 25
     assert not any(e["name"] in ("start-timeout", "exception") for e in result.events)
 
 
@@ -534,7 +534,7 @@ def test_broker_lost_mid_run(own_instance, tiny_sif, tmp_path):
     killed = time.monotonic()
     inst.kill()
     result = _joined(thread, got, timeout=30)
-    assert time.monotonic() - killed < 15
+    assert time.monotonic() - killed < 60
     assert (result.exit_code, result.timed_out) == (None, False)
     assert "start" in [e["name"] for e in result.events]
     (lost,) = [e for e in result.events if e["name"] == "lost-instance"]

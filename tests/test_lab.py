@@ -132,16 +132,19 @@ def test_kill_9_mid_iteration_then_resume(lab, tmp_path):
         start_new_session=True,
     )
     records = outdir / "records.jsonl"
+    pidfile = outdir / "logs" / "basic" / "iter-0001.pid"  # the launcher of iteration 1
     deadline = time.time() + 300
-    while time.time() < deadline and not (records.exists() and records.read_text().count("\n")):
-        time.sleep(0.2)
-    time.sleep(1.0)  # iteration 1 is running now
-    os.killpg(proc.pid, signal.SIGKILL)
+    while time.time() < deadline and not pidfile.exists():
+        time.sleep(0.05)
+    launcher = int(pidfile.read_text())
+    os.killpg(proc.pid, signal.SIGKILL)  # the harness only: its job runs in a session of its own
     proc.wait()
     before = [json.loads(x)["iteration"] for x in records.read_text().splitlines()]
     assert before == [0]
+    assert Path(f"/proc/{launcher}").exists()  # orphaned, still running
     done = cli(*args)
     assert done.returncode == 0, done.stderr
+    assert not Path(f"/proc/{launcher}").exists()  # the rerun killed what was left
     after = [json.loads(x) for x in records.read_text().splitlines()]
     assert [r["iteration"] for r in after] == [0, 1, 2]
     assert {r["seed"] for r in after} == {5}
@@ -173,3 +176,22 @@ def test_descriptive_mpi_picks_only_images_that_run(lab, tmp_path):
         assert [r["reason"] for r in recs] == ["success"] * 3
         wanted = "openmpi-" if launcher == "mpirun" else "mpich-"
         assert all(r["image"].startswith(PREFIX + wanted) for r in recs)
+
+
+@pytest.mark.lab
+def test_resume_refuses_another_experiment_and_a_second_writer(lab, tmp_path):
+    """An outdir's mode resumes only as it was run, and by one harness at a time."""
+    import fcntl
+
+    manifest = one_image_manifest(tmp_path, "openmpi-debian-12-amd64")
+    outdir = tmp_path / "out"
+    args = ["run", "--manifests", str(manifest), "--mode", "basic", "--outdir", str(outdir)]
+    assert cli(*args, "--iters", "1").returncode == 0
+    other = cli(*args, "--iters", "2", "--np", "1")
+    assert other.returncode == 2
+    assert "already holds mode basic run with np 2" in other.stderr
+    with (outdir / ".lock-basic").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        busy = cli(*args, "--iters", "2")
+    assert busy.returncode == 2 and "another harness run is writing mode basic" in busy.stderr
+    assert len((outdir / "records.jsonl").read_text().splitlines()) == 1

@@ -7,6 +7,7 @@ fails to load it (glibc), which is a genuine os-abi failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ class LocalExecutor:
         self.launcher = launcher
         self._runtime: str | None = None
         self._impl: str | None = None
+        self._live: set[subprocess.Popen] = set()
 
     def preflight(self) -> None:
         self._runtime = runtime.executable()
@@ -68,6 +70,11 @@ class LocalExecutor:
         env = dict(os.environ)
         if self._impl == "OpenMPI":
             env.update(OPENMPI_ROOT_ENV)
+        pidfile = job.stdout.with_suffix(".pid")
+        kill_leftover(pidfile, str(job.sif))
+        # New files, not truncated ones: nothing left over can write into this run's logs.
+        job.stdout.unlink(missing_ok=True)
+        job.stderr.unlink(missing_ok=True)
         start = time.perf_counter()
         with job.stdout.open("wb") as out, job.stderr.open("wb") as err:
             # Own session: a timeout kills the launcher and every rank it started.
@@ -79,13 +86,19 @@ class LocalExecutor:
                 env=env,
                 start_new_session=True,
             )
+            pidfile.write_text(f"{proc.pid}\n")
+            self._live.add(proc)
             timed_out = False
             try:
                 proc.wait(timeout=job.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            finally:  # timeout, Ctrl-C or any error: the job does not outlive its iteration
+                if proc.poll() is None:
+                    _killpg(proc.pid)
+                    proc.wait()
+                self._live.discard(proc)
+                pidfile.unlink(missing_ok=True)
         run_s = time.perf_counter() - start
         code = proc.returncode
         sig = -code if code < 0 else None
@@ -97,3 +110,30 @@ class LocalExecutor:
             queue_s=0.0,
             run_s=run_s,
         )
+
+    def cancel_all(self) -> None:
+        """Kill every job in flight (the run is being interrupted)."""
+        for proc in list(self._live):
+            _killpg(proc.pid)
+
+
+def _killpg(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
+        os.killpg(pid, signal.SIGKILL)
+
+
+def kill_leftover(pidfile: Path, marker: str) -> None:
+    """Kill the job a killed harness left running for this iteration (its pid file remains).
+
+    The pid is trusted only while its command line still names the image, so a recycled pid
+    of an unrelated process is left alone.
+    """
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        pidfile.unlink(missing_ok=True)
+        return
+    if marker in cmdline:
+        _killpg(pid)
+    pidfile.unlink(missing_ok=True)
