@@ -37,9 +37,10 @@ def cache_name(ref: str) -> str:
     return ref.replace("/", "-").replace(":", "-") + ".json"
 
 
-def default_cache_dir() -> Path:
+def user_cache(name: str) -> Path:
+    """The harness's part of the user's cache ($XDG_CACHE_HOME, else ~/.cache)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "compat-harness" / "artifacts"
+    return Path(base) / "compat-harness" / name
 
 
 def parse(data: bytes, where: str) -> dict[str, str]:
@@ -104,7 +105,7 @@ class ArtifactStore:
         self.skipped: dict[str, str] = {}  # image name -> why its artifact was unusable
         if self.cache is not None and not self.cache.is_dir():
             raise HarnessError(f"artifact cache {self.cache}: not a directory")
-        self.registry_cache = Path(registry_cache) if registry_cache else default_cache_dir()
+        self.registry_cache = Path(registry_cache) if registry_cache else user_cache("artifacts")
         self._memo: dict[str, Artifact] = {}
         self._probed: set[str] = set()
         self._client = None

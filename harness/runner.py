@@ -80,7 +80,8 @@ def check_resume(cfg: RunConfig, before: dict | None, now: dict) -> int:
     """The seed to use; a HarnessError when the outdir holds this mode run another way."""
     if before is None:
         return cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
-    keys = [k for k in ("seed", *RESUME_FIELDS) if now.get(k) is not None]
+    # a field an older record lacks (written before the field existed) is not compared
+    keys = [k for k in ("seed", *RESUME_FIELDS) if now.get(k) is not None and k in before]
     differs = [k for k in keys if before.get(k) != now[k]]
     if differs:
         key = differs[0]

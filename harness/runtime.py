@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.artifacts import probe_registry, tls_verify
+from harness.artifacts import probe_registry, tls_verify, user_cache
 from harness.errors import HarnessError
 
 SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
@@ -46,14 +46,9 @@ def executable() -> str:
     raise HarnessError("no container runtime: neither apptainer nor singularity is on PATH")
 
 
-def default_sif_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "compat-harness" / "sif"
-
-
 class ImageCache:
     def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root else default_sif_cache()
+        self.root = Path(root) if root else user_cache("sif")
         self._client = None
         self._resolved: dict[str, tuple[str, str | None]] = {}
 

@@ -60,13 +60,28 @@ def test_missing_container_runtime(tmp_path, run_args):
     assert not out.exists()
 
 
-def test_unwritable_outdir(tmp_path, run_args):
+def test_unwritable_outdir(tmp_path):
     needs_runtime()
+    sif = tmp_path / "local.sif"  # a local image: no registry, no artifact needed in `random`
+    sif.write_text("")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump({"images": [{"name": str(sif)}]}))
     blocker = tmp_path / "file"
     blocker.write_text("")
     # Root may write anywhere: an outdir below a regular file is unwritable for everyone.
-    proc = cli(*run_args, "--mode", "descriptive-mpi", "--outdir", str(blocker / "out"))
-    assert_one_line(proc, f"outdir {blocker / 'out'}: Not a directory")
+    out = blocker / "out"
+    proc = cli(
+        "run",
+        "--manifests",
+        str(manifest),
+        "--mode",
+        "random",
+        "--iters",
+        "1",
+        "--outdir",
+        str(out),
+    )
+    assert_one_line(proc, f"outdir {out}: Not a directory")
 
 
 def test_bad_iters(tmp_path, run_args):

@@ -41,12 +41,12 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
+from harness.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
 from harness.errors import HarnessError
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
 
-SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-COMPSPEC_MEDIA_TYPE = "application/org.supercontainers.compspec"
+COMPSPEC_MEDIA_TYPE = MEDIA_TYPES[0]  # as the reference experiment stored its artifacts
 MANIFEST_ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.manifest.v1+json",
@@ -76,7 +76,7 @@ class Registry:
     def __init__(self, host: str):
         self.host = host
         self.session = requests.Session()
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE", SYSTEM_CA_BUNDLE)
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or tls_verify()
 
     def check(self) -> None:
         url = f"https://{self.host}/v2/"
@@ -298,7 +298,7 @@ def manifest_text(matrix: Matrix, tags: list[str]) -> str:
 def run_publish(
     matrix: Matrix, tags: list[str], *, verify_only: bool, cache: Path, write_manifest: bool
 ) -> int:
-    os.environ.setdefault("REQUESTS_CA_BUNDLE", SYSTEM_CA_BUNDLE)
+    os.environ.setdefault("REQUESTS_CA_BUNDLE", str(SYSTEM_CA_BUNDLE))  # oras: not certifi
     if not shutil.which("apptainer"):
         raise PublishError("apptainer is missing: run scripts/install-deps.sh")
     host, _, _ = split_reference(matrix.reference("x"))
