@@ -175,17 +175,14 @@ def cmd_host(args) -> int:
     return 0
 
 
-def _judge(args, mode_name: str):
-    from harness import host, manifest, matching, modes
+def _selection_inputs(args):
+    """What every selection command reads once: images, host description, artifact store."""
+    from harness import host, manifest
     from harness.artifacts import ArtifactStore
 
     images = manifest.load(args.manifests)
-    mode = modes.resolve(mode_name, args.mode_file)
     desc = host.resolve(args.host_file, args.launcher)
-    store = ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
-    verdicts = matching.judge(images, mode, desc, store)
-    warn_skipped(store.skipped)
-    return mode, verdicts
+    return images, desc, ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
 
 
 def warn_skipped(skipped: dict[str, str]) -> None:
@@ -194,13 +191,10 @@ def warn_skipped(skipped: dict[str, str]) -> None:
 
 
 def cmd_candidates(args) -> int:
-    from harness import host, manifest, matching, modes
-    from harness.artifacts import ArtifactStore
+    from harness import matching, modes
 
-    images = manifest.load(args.manifests)
+    images, desc, store = _selection_inputs(args)
     mode = modes.resolve(args.mode, args.mode_file)
-    desc = host.resolve(args.host_file, args.launcher)
-    store = ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
     verdicts = matching.select(args.matcher, args.manifests, images, mode, desc, store)
     warn_skipped(store.skipped)
     allowed = [v.image.name for v in verdicts]
@@ -220,8 +214,10 @@ def cmd_explain(args) -> int:
     # Rich assumes 80 columns when output is not a terminal: too narrow for attribute keys.
     console = Console(width=None if sys.stdout.isatty() else 200)
     names = [args.mode] if args.mode else list(modes.load(args.mode_file))
+    images, desc, store = _selection_inputs(args)
     for name in names:
-        mode, verdicts = _judge(args, name)
+        mode = modes.resolve(name, args.mode_file)
+        verdicts = matching.judge(images, mode, desc, store)
         table = Table(
             "image",
             "attribute",
@@ -254,6 +250,7 @@ def cmd_explain(args) -> int:
             console.print(f"mode {mode.name}: {allowed} of {len(verdicts)} images are candidates")
         else:
             console.print(matching.why_empty(mode, verdicts))
+    warn_skipped(store.skipped)
     return 0
 
 
@@ -261,14 +258,11 @@ def cmd_predict(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness import host, manifest, modes, predict
-    from harness.artifacts import ArtifactStore
+    from harness import modes, predict
 
-    images = manifest.load(args.manifests)
+    images, desc, store = _selection_inputs(args)
     known = modes.load(args.mode_file)
     chosen = {args.mode: modes.resolve(args.mode, args.mode_file)} if args.mode else known
-    desc = host.resolve(args.host_file, args.launcher)
-    store = ArtifactStore(cache=args.cache, skip_invalid=args.skip_invalid)
     if args.protocol == "reference":
         preds = predict.reference(images, store, desc, chosen)
     else:

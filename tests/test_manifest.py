@@ -53,3 +53,22 @@ def test_bad_manifest_names_entry_and_field(tmp_path, text, message):
 def test_missing_manifest(tmp_path):
     with pytest.raises(HarnessError, match="no such file"):
         manifest.load(tmp_path / "absent.yaml")
+
+
+def test_per_image_flux_settings_are_checked(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("images:\n  - {name: a, flux: {shell_options: {pmi: pmix}, bind_pmi: false}}\n")
+    (image,) = manifest.load(path)
+    assert image.flux == {"shell_options": {"pmi": "pmix"}, "bind_pmi": False}
+    path.write_text("images:\n  - {name: a, flux: {colour: red}}\n")
+    with pytest.raises(
+        HarnessError, match=r"images\[0\] field 'flux' has unknown key\(s\): colour"
+    ):
+        manifest.load(path)
+
+
+def test_local_artifact_is_relative_to_the_manifest(tmp_path):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "m.yaml").write_text("images:\n  - {name: a, artifact: specs/a.json}\n")
+    (image,) = manifest.load(tmp_path / "m.yaml")
+    assert image.artifact == str(tmp_path / "specs" / "a.json")
