@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="progress of a run directory, from its records")
     p.add_argument("outdir", type=Path)
 
-    p = sub.add_parser("prepull", help="pull every image of a manifest on every Flux node")
+    # prepull, artifact create and lab * parse their own arguments (their --help included)
+    p = sub.add_parser(
+        "prepull", help="pull every image of a manifest on every Flux node", add_help=False
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("classify", help="classify raw job logs")
@@ -147,13 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("artifact", help="compatibility artifacts")
     asub = p.add_subparsers(dest="artifact_command", required=True)
-    a = asub.add_parser("create", help="describe a SIF image as a CompatibilitySpec")
+    a = asub.add_parser(
+        "create", help="describe a SIF image as a CompatibilitySpec", add_help=False
+    )
     a.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("lab", help="the lab: image matrix, registry, artifacts")
     lsub = p.add_subparsers(dest="lab_command", required=True)
     for name in ("build", "publish", "verify"):
-        a = lsub.add_parser(name)
+        a = lsub.add_parser(name, add_help=False)
         a.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -491,7 +496,12 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "rest"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = extra + args.rest  # options before the first positional, e.g. --help
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
