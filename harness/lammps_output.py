@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_figures", "loop_procs", "iter_loop_lines", "banner_count"]
+__all__ = ["parse_figures", "iter_loop_lines", "banner_count"]
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -89,11 +89,6 @@ def parse_figures(text: str) -> dict:
 
 _LOOP_PROCS = re.compile(r"Loop time of \S+ on (\d+) procs")
 _BANNER = re.compile(r"LAMMPS \(\d{1,2} [A-Z][a-z]{2} \d{4}")
-
-
-def loop_procs(text: str) -> list[int]:
-    """The ``procs`` of every "Loop time" line, in order."""
-    return [int(p) for p in _LOOP_PROCS.findall(text)]
 
 
 def iter_loop_lines(text: str):

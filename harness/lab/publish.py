@@ -100,11 +100,6 @@ class Registry:
         resp.raise_for_status()
         return resp.json()
 
-    def blob(self, repo: str, digest: str) -> bytes:
-        resp = self.session.get(f"https://{self.host}/v2/{repo}/blobs/{digest}", timeout=60)
-        resp.raise_for_status()
-        return resp.content
-
 
 def layer_digests(manifest: dict[str, Any] | None, media_type: str | None = None) -> list[str]:
     if not manifest:
