@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 HARNESS := $(VENV)/bin/harness
-ITERS ?= 20
+ITERS ?= 10
 SEED ?= 1
 OUT ?= results/demo
 LAUNCHER ?= mpirun
@@ -23,12 +23,19 @@ venv: $(HARNESS)
 lab: venv
 	PYTHON=$(VENV)/bin/python bash scripts/lab-up.sh
 
+# The headline: a census (every image once: the exact expected curve), then each mode sampled,
+# all with the host's MPI bound into the images (bind); the hybrid model as a census beside it.
 demo: lab
+	$(HARNESS) census --manifests containers/lab/manifests.yaml --seed $(SEED) \
+	  --launcher $(LAUNCHER) --mpi-model bind --outdir $(OUT)
 	@for mode in $(MODES); do \
-	  $(HARNESS) run --manifests containers/lab/manifests.yaml --mode $$mode \
+	  $(HARNESS) run --manifests containers/lab/manifests.yaml --mode $$mode --mpi-model bind \
 	    --iters $(ITERS) --seed $(SEED) --launcher $(LAUNCHER) --outdir $(OUT) || exit 1; \
 	done
+	$(HARNESS) census --manifests containers/lab/manifests.yaml --seed $(SEED) \
+	  --launcher $(LAUNCHER) --mpi-model hybrid --outdir $(OUT)-hybrid
 	$(HARNESS) report $(OUT)
+	$(HARNESS) report $(OUT) $(OUT)-hybrid --compare --out $(OUT)-compare
 
 test: venv
 	$(VENV)/bin/python -m pytest -q -ra

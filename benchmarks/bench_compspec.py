@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from harness import compspec_go, manifest, matching, modes
-from harness.artifacts import ArtifactStore, probe_registry
 from harness.errors import HarnessError
+from harness.select import compspec_go, manifest, matching, modes
+from harness.select.artifacts import ArtifactStore, probe_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from harness import records, runner
-from harness.executors.local import OPENMPI_ROOT_ENV
+from harness import records
+from harness.mpi import OPENMPI_ROOT_ENV
+from harness.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "127.0.0.1/lab/lammps-matrix:openmpi-debian-12-amd64"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from harness import manifest, matching, modes
-from harness.artifacts import ArtifactStore, cache_name
-from harness.runner import pick
+from harness.run.runner import pick
+from harness.select import manifest, matching, modes
+from harness.select.artifacts import ArtifactStore, cache_name
 
 N = 10_000
 ARCHES, OSES = ("amd64", "arm64"), (("ubuntu", "20.04"), ("ubuntu", "22.04"), ("rocky", "9.3"))

@@ -23,18 +23,62 @@ def _launcher_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _matcher_arg(p: argparse.ArgumentParser) -> None:
+    from harness.select.matching import MATCHERS
+
     p.add_argument(
         "--matcher",
-        choices=["native", "compspec-go"],
+        choices=MATCHERS,
         default="native",
         help="native (compspec-go's matching plus normalisation) or the real `compspec match` "
         "(exact strings; needs compspec on PATH or $HARNESS_COMPSPEC)",
     )
 
 
+def _mpi_model_arg(p: argparse.ArgumentParser) -> None:
+    from harness.select.manifest import MPI_MODELS
+
+    p.add_argument(
+        "--mpi-model",
+        default=MPI_MODELS[0],
+        choices=MPI_MODELS,
+        help="bind (default): the host's MPI library is bound into the image, as a Flux view "
+        "or a site MPI is on a cluster; hybrid: the image's own MPI, started by the host's "
+        "launcher",
+    )
+
+
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    """How each job is launched: shared by `run` and `census`, executors' own options too."""
+    from harness.run.executors import EXECUTORS, executor_class
+
+    p.add_argument(
+        "--executor", default="local", choices=EXECUTORS, help="who runs the jobs (default local)"
+    )
+    p.add_argument("--np", type=int, default=2, help="MPI ranks (default 2)")
+    _mpi_model_arg(p)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per job (default 300)")
+    p.add_argument("--sif-cache", type=Path, help="where pulled SIF images are kept")
+    p.add_argument(
+        "--max-concurrent", type=int, default=1, help="iterations in flight at once (default 1)"
+    )
+    for name in EXECUTORS:
+        options = executor_class(name).OPTIONS
+        if options:
+            g = p.add_argument_group(f"{name} executor")
+            for o in options:
+                g.add_argument(o.flag, help=o.help, default=None, **o.kwargs)
+
+
+def _mode_help() -> str:
+    from harness.select import modes
+
+    known = "; ".join(f"{m.name}: {m.description}" for m in modes.builtin().values())
+    return f"selection mode ({known}; more with --mode-file)"
+
+
 def _selection_args(p: argparse.ArgumentParser, mode_required: bool = True) -> None:
     p.add_argument("--manifests", required=True, type=Path, help="manifest (compspec-go format)")
-    p.add_argument("--mode", required=mode_required, help="selection mode")
+    p.add_argument("--mode", required=mode_required, help=_mode_help())
     p.add_argument("--mode-file", type=Path, help="YAML file defining more modes")
     p.add_argument("--host", dest="host_file", type=Path, help="host description (JSON/YAML)")
     p.add_argument("--cache", type=Path, help="compspec-go cache directory of artifacts")
@@ -71,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="host: this harness's modes on the host; reference: the Flux Operator "
         "protocol of rse-ops/lammps-matrix (Flux views mounted into images)",
     )
-    p.add_argument("--mpi-model", default="hybrid", choices=["hybrid", "bind"])
+    _mpi_model_arg(p)
     p.add_argument("--iters", type=int, default=30, help="runs per mode to scale counts to")
     p.add_argument(
         "--measured",
@@ -85,50 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run N iterations of a mode and record each outcome")
     _selection_args(p)
     _matcher_arg(p)
-    p.add_argument("--iters", type=int, required=True)
-    p.add_argument("--outdir", type=Path, required=True)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--executor", default="local", choices=["local", "flux", "minicluster"])
-    p.add_argument("--np", type=int, default=2, help="MPI ranks (default 2)")
-    p.add_argument("--mpi-model", default="hybrid", choices=["hybrid", "bind"])
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per job (default 300)")
-    p.add_argument("--sif-cache", type=Path, help="where pulled SIF images are kept")
+    p.add_argument("--iters", type=int, required=True, help="iterations of the mode to run")
+    p.add_argument("--outdir", type=Path, required=True, help="where records and logs go")
+    p.add_argument("--seed", type=int, help="seed of the picks (default: random, recorded)")
+    _launch_args(p)
     p.add_argument(
-        "--max-concurrent", type=int, default=1, help="iterations in flight at once (default 1)"
-    )
-    g = p.add_argument_group("flux executor")
-    g.add_argument("--flux-uri", help="the Flux instance (default: $FLUX_URI)")
-    g.add_argument("--nodes", type=int, help="spread each job over exactly this many nodes")
-    g.add_argument("--cores-per-task", type=int, help="cores Flux allocates per rank")
-    g.add_argument(
-        "--flux-output",
-        choices=["file", "kvs"],
-        help="file: jobs write the logs (outdir shared with the nodes); kvs: the harness does",
-    )
-    g.add_argument("--contain", action="store_true", default=None, help="apptainer --contain")
-    g.add_argument(
-        "--start-timeout",
-        type=float,
-        help="cancel a job that has not started after this many seconds, queue wait included "
-        "(default 600; 0: wait forever, e.g. with --max-concurrent above what the instance holds)",
-    )
-    g.add_argument(
         "--detach",
         action="store_true",
         help="submit the harness itself as a Flux job and print its id (survives a lost shell)",
     )
-    g = p.add_argument_group("minicluster executor")
-    g.add_argument("--namespace", help="Kubernetes namespace (default: default)")
-    g.add_argument("--size", type=int, help="pods per MiniCluster (default 1)")
-    g.add_argument("--flux-view", help="the Flux view image mounted into the application")
-    g.add_argument("--crd", choices=["head", "0.2.1"], help="Flux Operator CRD version")
-    g.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
-    g.add_argument(
-        "--dry-run",
-        action="store_true",
-        default=None,
-        help="write each iteration's MiniCluster YAML instead of applying it",
+
+    p = sub.add_parser(
+        "census", help="run every image of a manifest K times: which of my images run here"
     )
+    p.add_argument("--manifests", required=True, type=Path, help="manifest (compspec-go format)")
+    p.add_argument("--outdir", type=Path, required=True, help="where records and logs go")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each image (default 1)")
+    p.add_argument("--seed", type=int, help="seed of the image order (default: random)")
+    p.add_argument("--mode-file", type=Path, help="YAML file defining more modes")
+    p.add_argument("--host", dest="host_file", type=Path, help="host description (JSON/YAML)")
+    p.add_argument("--cache", type=Path, help="compspec-go cache directory of artifacts")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave images with a missing or invalid artifact out of the modes' candidate sets",
+    )
+    _launcher_arg(p)
+    _matcher_arg(p)
+    _launch_args(p)
 
     p = sub.add_parser("status", help="progress of a run directory, from its records")
     p.add_argument("outdir", type=Path)
@@ -144,9 +172,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("report", help="tables, CSV, markdown and plots from run records")
-    p.add_argument("outdirs", nargs="+", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("outdirs", nargs="+", type=Path, help="run directories (harness run/census)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", type=Path, help="where to write the report (default: first outdir)")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="per-mode deltas of the other outdirs against the first, and whether the 95 %% "
+        "intervals overlap",
+    )
+    p.add_argument("--mode", dest="modes", action="append", help="only this mode (repeatable)")
+    p.add_argument("--image", dest="images", action="append", help="only this image (repeatable)")
+    p.add_argument(
+        "--reason", dest="reasons", action="append", help="only this reason (repeatable)"
+    )
+    p.add_argument(
+        "--export-fom", type=Path, help="write every figure of merit with its unit to this CSV"
+    )
+
+    p = sub.add_parser("records", help="run records: repair an outdir's records.jsonl")
+    rsub = p.add_subparsers(dest="records_command", required=True)
+    r = rsub.add_parser(
+        "repair",
+        help="keep the first valid record per (mode, iteration); move the rest to "
+        "records.rejected.jsonl",
+    )
+    r.add_argument("outdir", type=Path, help="the run directory")
 
     p = sub.add_parser("artifact", help="compatibility artifacts")
     asub = p.add_subparsers(dest="artifact_command", required=True)
@@ -164,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_host(args) -> int:
-    from harness import host
+    from harness.select import host
 
     desc = host.detect(args.launcher)
     if args.json:
@@ -182,8 +233,8 @@ def cmd_host(args) -> int:
 
 def _selection_inputs(args):
     """What every selection command reads once: images, host description, artifact store."""
-    from harness import host, manifest
-    from harness.artifacts import ArtifactStore
+    from harness.select import host, manifest
+    from harness.select.artifacts import ArtifactStore
 
     images = manifest.load(args.manifests)
     desc = host.resolve(args.host_file, args.launcher)
@@ -196,7 +247,7 @@ def warn_skipped(skipped: dict[str, str]) -> None:
 
 
 def cmd_candidates(args) -> int:
-    from harness import matching, modes
+    from harness.select import matching, modes
 
     images, desc, store = _selection_inputs(args)
     mode = modes.resolve(args.mode, args.mode_file)
@@ -214,7 +265,7 @@ def cmd_explain(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness import matching, modes
+    from harness.select import matching, modes
 
     # Rich assumes 80 columns when output is not a terminal: too narrow for attribute keys.
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -263,7 +314,7 @@ def cmd_predict(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness import modes, predict
+    from harness.select import modes, predict
 
     images, desc, store = _selection_inputs(args)
     known = modes.load(args.mode_file)
@@ -317,60 +368,30 @@ def cmd_predict(args) -> int:
     return 0
 
 
-EXECUTOR_OPTIONS = {
-    "flux": {
-        "flux_uri": "uri",
-        "nodes": "nodes",
-        "cores_per_task": "cores_per_task",
-        "flux_output": "output",
-        "contain": "contain",
-        "start_timeout": "start_timeout_s",
-    },
-    "minicluster": {
-        "namespace": "namespace",
-        "size": "size",
-        "flux_view": "flux_view",
-        "crd": "crd",
-        "kubeconfig": "kubeconfig",
-        "dry_run": "dry_run",
-    },
-}
-
-
 def executor_options(args) -> dict:
-    """The executor's own settings from the command line; another executor's are an error."""
-    mine = EXECUTOR_OPTIONS.get(args.executor, {})
-    for name, table in EXECUTOR_OPTIONS.items():
-        for flag in table:
-            if name != args.executor and getattr(args, flag) is not None:
-                option = "--" + flag.replace("_", "-")
-                raise HarnessError(f"{option} applies to --executor {name} only")
-    return {option: getattr(args, flag) for flag, option in mine.items()}
+    """The chosen executor's own settings from the command line (its OPTIONS); an option of
+    another executor is an error."""
+    from harness.run.executors import EXECUTORS, executor_class
+
+    mine = {}
+    for name in EXECUTORS:
+        for o in executor_class(name).OPTIONS:
+            value = getattr(args, o.dest)
+            if value is None:
+                continue
+            if name != args.executor:
+                raise HarnessError(f"{o.flag} applies to --executor {name} only")
+            mine[o.field] = value
+    return mine
 
 
-def cmd_run(args) -> int:
-    from collections import Counter
+def _run_config(args, mode: str, iters: int):
+    from harness.run import runner
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from harness import runner
-
-    options = executor_options(args)
-    if args.detach:
-        if args.executor != "flux":
-            raise HarnessError("--detach needs --executor flux (the harness runs as a Flux job)")
-        from harness.executors.flux import detach
-
-        jobid = detach(sys.argv[1:], args.outdir, args.mode, args.iters, uri=args.flux_uri)
-        print(
-            f"harness run submitted as Flux job {jobid}; follow it with: harness status "
-            f"{args.outdir}\n{jobid}"
-        )
-        return 0
-    cfg = runner.RunConfig(
+    return runner.RunConfig(
         manifests=args.manifests,
-        mode=args.mode,
-        iters=args.iters,
+        mode=mode,
+        iters=iters,
         outdir=args.outdir,
         seed=args.seed,
         executor=args.executor,
@@ -385,51 +406,99 @@ def cmd_run(args) -> int:
         max_concurrent=args.max_concurrent,
         skip_invalid=args.skip_invalid,
         matcher=args.matcher,
-        executor_options=options,
+        executor_options=executor_options(args),
+        repeat=getattr(args, "repeat", 1),
     )
+
+
+def cmd_run(args) -> int:
+    from harness.run import runner
+
+    cfg = _run_config(args, args.mode, args.iters)
+    if args.detach:
+        if args.executor != "flux":
+            raise HarnessError("--detach needs --executor flux (the harness runs as a Flux job)")
+        from harness.run.executors.flux import detach
+
+        jobid = detach(
+            sys.argv[1:], args.outdir, args.mode, args.iters, uri=cfg.executor_options.get("uri")
+        )
+        print(
+            f"harness run submitted as Flux job {jobid}; follow it with: harness status "
+            f"{args.outdir}\n{jobid}"
+        )
+        return 0
+    _with_progress(
+        args.mode,
+        args.iters,
+        args.outdir,
+        lambda cb: runner.run(cfg, on_record=cb, on_skip=warn_skipped),
+    )
+    return 0
+
+
+def cmd_census(args) -> int:
+    from harness.run import runner
+    from harness.select import manifest
+
+    total = args.repeat * len(manifest.load(args.manifests))
+    cfg = _run_config(args, runner.CENSUS, total)
+    _with_progress(
+        runner.CENSUS,
+        total,
+        args.outdir,
+        lambda cb: runner.census(cfg, on_record=cb, on_skip=warn_skipped),
+    )
+    print(f"census done: harness report {args.outdir}", file=sys.stderr)
+    return 0
+
+
+def _with_progress(mode: str, total: int, outdir: Path, work) -> None:
+    """A progress bar over all of a mode's iterations (the recorded ones included)."""
+    from collections import Counter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness import records
+
     counts: Counter = Counter()
     with Progress(
-        TextColumn(f"[bold]{args.mode}"),
+        TextColumn(f"[bold]{mode}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[counts]}"),
         transient=False,
     ) as progress:
-        task = progress.add_task("run", total=args.iters, counts="")
-        done = len(runner_done(args.outdir, args.mode))
-        progress.update(task, completed=min(done, args.iters))
+        task = progress.add_task("run", total=total, counts="")
 
         def on_record(rec) -> None:
             counts[rec.reason] += 1
             shown = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             progress.update(task, advance=1, counts=shown)
 
-        runner.run(cfg, on_record=on_record, on_skip=warn_skipped)
-    return 0
-
-
-def runner_done(outdir: Path, mode: str) -> set[int]:
-    from harness import records
-
-    return records.completed_iterations(outdir, mode) if outdir.exists() else set()
+        if outdir.is_dir():
+            for rec in records.read(outdir):
+                if rec.mode == mode and rec.iteration < total:
+                    on_record(rec)
+        work(on_record)
 
 
 def cmd_status(args) -> int:
-    from harness.executors.flux import status
+    from harness.run.status import status
 
     print(status(args.outdir))
     return 0
 
 
 def cmd_prepull(args) -> int:
-    from harness import prepull
+    from harness.run import prepull
 
     return prepull.main(args.rest)
 
 
 def cmd_classify(args) -> int:
-    from harness.classify import classify_file
+    from harness.judge.classify import classify_file
 
     files: list[Path] = []
     for path in args.paths:
@@ -446,7 +515,16 @@ def cmd_classify(args) -> int:
     if args.json:
         print(
             json.dumps(
-                [{"path": str(f), "reason": c.reason, "evidence": c.evidence} for f, c in results],
+                [
+                    {
+                        "path": str(f),
+                        "reason": c.reason,
+                        "evidence": c.evidence,
+                        "source": c.source,
+                        "note": c.note,
+                    }
+                    for f, c in results
+                ],
                 indent=2,
             )
         )
@@ -460,8 +538,23 @@ def cmd_report(args) -> int:
     from harness import report
 
     return report.main(
-        [str(d) for d in args.outdirs], args.json, str(args.out) if args.out else None
+        [str(d) for d in args.outdirs],
+        args.json,
+        str(args.out) if args.out else None,
+        compare=args.compare,
+        modes=args.modes,
+        images=args.images,
+        reasons=args.reasons,
+        export_fom=args.export_fom,
     )
+
+
+def cmd_records(args) -> int:
+    from harness import records
+
+    kept, rejected = records.repair_all(args.outdir)
+    print(f"{args.outdir}: kept {kept} records, moved {rejected} to {records.REJECTED_FILE}")
+    return 0
 
 
 def cmd_artifact(args) -> int:
@@ -488,8 +581,10 @@ COMMANDS = {
     "candidates": cmd_candidates,
     "explain": cmd_explain,
     "run": cmd_run,
+    "census": cmd_census,
     "classify": cmd_classify,
     "report": cmd_report,
+    "records": cmd_records,
     "artifact": cmd_artifact,
     "lab": cmd_lab,
 }

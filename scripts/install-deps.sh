@@ -117,3 +117,24 @@ for name in apptainer singularity; do
 done
 
 say "apptainer version: $(/usr/local/bin/apptainer version)"
+
+# --- 3. Slurm (single-node scheduler for scripts/slurm.sh) -------------------
+# slurmctld + slurmd + clients and munge from Debian 12 (Slurm 22.05.8).
+# libpmix-dev provides pmix2/lib/libpmix.so, which Slurm's mpi/pmix plugin
+# loads; without it `srun --mpi=pmix` says "Invalid MPI type 'pmix'".
+# No daemon is started here: scripts/slurm.sh start does that.
+SLURM_PACKAGES=(slurmctld slurmd slurm-client munge libpmix-dev)
+missing=()
+for p in "${SLURM_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    say "apt-get update"
+    apt-get update -q
+    say "apt-get install ${missing[*]}"
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    say "Slurm packages already installed: ${SLURM_PACKAGES[*]}"
+fi

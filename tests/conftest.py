@@ -67,3 +67,13 @@ def lab() -> None:
     if os.environ.get("HARNESS_REQUIRE_LAB") == "1":
         pytest.fail(f"the lab is required here but {why}")
     pytest.skip(why)
+
+
+@pytest.fixture
+def replay(monkeypatch):
+    """Register the replay executor (tests/replay.py) as `--executor replay`."""
+    from harness.run import executors
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setitem(executors.REGISTRY, "replay", "tests.replay:ReplayExecutor")
+    return "replay"

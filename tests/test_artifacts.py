@@ -8,8 +8,8 @@ import shutil
 import pytest
 import yaml
 
-from harness.artifacts import ArtifactStore, cache_name
 from harness.errors import HarnessError
+from harness.select.artifacts import ArtifactStore, cache_name
 from tests.conftest import ROOT, cli
 from tests.test_candidates import REF, UBUNTU_JAMMY
 

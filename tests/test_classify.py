@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.classify import REASONS, Classification, classify, classify_file
+from harness.judge import reasons
+from harness.judge.classify import (
+    INFRA_PREFIX,
+    REASONS,
+    Classification,
+    classify,
+    classify_file,
+)
+from harness.judge.faults import KINDS, Fault
 
 # ----------------------------------------------------------------------------------------------
 # real texts
@@ -77,7 +85,7 @@ def lines(*parts) -> str:
 
 def test_reasons_order():
     # The exact strings and order are a contract of `harness classify` and `harness report`.
-    expected = "success arch os-abi gpu mpi mpi-singleton missing-binary pull timeout unknown"
+    expected = "success arch os-abi gpu mpi mpi-singleton missing-binary pull timeout infra unknown"
     assert " ".join(REASONS) == expected
 
 
@@ -207,14 +215,20 @@ def test_devlog_flux_view_glibc_is_os_abi():
         GLIBC_FLUX,
         "flux: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.33' not found (required by flux)",
     )
-    assert classify(text) == Classification("os-abi", GLIBC_FLUX)
+    # Flux itself (the operator's, bound into the image) cannot load: the application never
+    # ran, so the infrastructure's line decides, and says so
+    assert classify(text) == Classification(
+        "os-abi", INFRA_PREFIX + GLIBC_FLUX, source="infrastructure"
+    )
 
 
 def test_devlog_flux_broker_glibcxx_is_os_abi():
     text = lines(FLUX_PREAMBLE[1:5], GLIBCXX_BROKER)
     # the line is longer than the evidence limit: evidence is its first 300 characters
     assert len(GLIBCXX_BROKER) > 300
-    assert classify(text) == Classification("os-abi", GLIBCXX_BROKER[:300])
+    assert classify(text) == Classification(
+        "os-abi", INFRA_PREFIX + GLIBCXX_BROKER[:300], source="infrastructure"
+    )
 
 
 def test_devlog_missing_libcuda_is_gpu_not_os_abi_nor_missing_binary():
@@ -250,7 +264,10 @@ def test_devlog_noise_only_failure_is_unknown_with_first_real_suspicious_line():
         "-in in.reaxc.hns -nocite Exited (rc=1) 0.5s"
     )
     text = lines(FLUX_PREAMBLE, rc, "broker.info[0]: goodbye: goodbye->exit 0.02199ms")
-    assert classify(text, exit_code=1) == Classification("unknown", rc)
+    # the application printed nothing suspicious: the first suspicious line is Flux's own
+    assert classify(text, exit_code=1) == Classification(
+        "unknown", INFRA_PREFIX + rc, source="infrastructure"
+    )
 
 
 # --- precedence and other signatures ----------------------------------------------------------
@@ -332,7 +349,9 @@ def test_pull_failures(err):
 
 def test_timeout_flag_and_text():
     text = lines("LAMMPS (29 Sep 2021)", "Step Temp E_pair", "     100   1.1   -6.7")
-    assert classify(text, timed_out=True) == Classification("timeout", "100   1.1   -6.7")
+    assert classify(text, timed_out=True) == Classification(
+        "timeout", "100   1.1   -6.7", source="harness"
+    )
     slurm = (
         "slurmstepd: error: *** JOB 1234 ON n01 CANCELLED AT 2024-02-07T03:40:00 "
         "DUE TO TIME LIMIT ***"
@@ -370,6 +389,406 @@ def test_classify_file_reads_undecodable_bytes(tmp_path):
     p = tmp_path / "run.log"
     p.write_bytes(b"\xff\xfe garbage\n" + LIBCUDA.encode() + b"\n")
     assert classify_file(p) == Classification("gpu", LIBCUDA)
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance: a MiniCluster's wrapper lines around the application's output
+# ----------------------------------------------------------------------------------------------
+
+# LAB texts ("Outcomes observed"): what the application printed
+LAB_OK = [
+    "LAMMPS (29 Sep 2021)",
+    "  1 by 1 by 2 MPI processor grid",
+    "Loop time of 0.152 on 2 procs for 100 steps with 4000 atoms",
+    "Performance: 2842105.263 tau/day, 6578.947 timesteps/s",
+    "Total wall time: 0:00:00",
+]
+LAB_GPU = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)"
+LAB_GLIBC = (
+    "/usr/bin/lmp: /lib/x86_64-linux-gnu/libc.so.6: version 'GLIBC_2.34' not found "
+    "(required by /lib/x86_64-linux-gnu/libmpi.so.40)"
+)
+
+# The operator's helper binary on a node of another architecture, as bash and as the wait
+# script's own helper report it (the Flux view is the operator's, not the image's).
+HELPER_BASH = (
+    "/flux_operator/wait-0.sh: line 31: /mnt/flux/view/bin/wait-fs: "
+    "cannot execute binary file: Exec format error"
+)
+HELPER_WAITFS = (
+    "\U0001f7e7\ufe0f  wait-fs: fork/exec /mnt/flux/view/bin/fs-check: exec format error"
+)
+SUBMIT = (
+    "\U0001f300 Submit Mode: flux start -o --config /mnt/flux/view/etc/flux/config "
+    "-Stbon.fanout=256 -Slog-stderr-level=6 -Slog-stderr-mode=local  "
+    "flux submit  -N 2 -n2   --quiet --watch lmp -in in.lj"
+)
+JOBTAP = "job-manager.err[0]: jobtap: job.new: callback returned error"
+
+
+def minicluster_log(app: list[str], *, helper: str | None = HELPER_BASH, rc: int = 0) -> str:
+    """A Flux Operator lead-broker log (in the form of the reference experiment's): the
+    wrapper's prelude, its submission line, broker lines, the application's lines, cleanup."""
+    prelude = [
+        "/flux_operator/wait-0.sh: line 23: curl: command not found",
+        *([helper] if helper else []),
+        "Flux install root: /mnt/flux/view",
+        "PATH is /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/mnt/flux/view/bin",
+        "Hello user root",
+        "\U0001f31f\ufe0f Curve Certificate",
+        "curve.cert",
+        '    public-key = "0000000000000000000000000000000000000000"',
+        "\U0001f44b Hello, I'm mc-0-0",
+        "The main host is mc-0-0",
+        "\U0001f6a9\ufe0f Flux Option Flags defined",
+        "Command provided is: lmp -in in.lj",
+        "Flags for flux are -N 2 -n2  ",
+    ]
+    level = "info" if rc == 0 else "err"
+    return lines(
+        prelude,
+        SUBMIT,
+        "Flags for flux are -N 2 -n2  ",
+        "broker.info[0]: start: none->join 0.26953ms",
+        "cron.info[0]: synchronizing cron tasks to event heartbeat.pulse",
+        "job-manager.info[0]: restart: checkpoint.job-manager not found",
+        "broker.info[0]: quorum-full: quorum->run 0.310733s",
+        JOBTAP,
+        app,
+        "job-manager.err[0]: jobtap: job.inactive-add: callback returned error",
+        f"broker.{level}[0]: rc2.0: flux submit -N 2 -n2 --quiet --watch lmp -in in.lj "
+        f"Exited (rc={rc}) 0.5s",
+        "broker.info[0]: goodbye: goodbye->exit 0.02199ms",
+    )
+
+
+@pytest.mark.parametrize("helper", [HELPER_BASH, HELPER_WAITFS])
+@pytest.mark.parametrize(
+    ("app", "rc", "expected"),
+    [
+        (LAB_OK, 0, ("success", LAB_OK[2])),
+        (
+            ["LAMMPS (24 Dec 2020)", "  using 1 OpenMP thread(s) per MPI task", LAB_GPU],
+            1,
+            ("gpu", LAB_GPU),
+        ),
+        ([LAB_GLIBC], 1, ("os-abi", LAB_GLIBC)),
+    ],
+    ids=["success", "gpu", "os-abi"],
+)
+def test_minicluster_wrapper_failure_does_not_judge_the_application(helper, app, rc, expected):
+    text = minicluster_log(app, helper=helper, rc=rc)
+    # the wrapper's line alone is arch: that is what the classifier used to report
+    assert classify(helper).reason == "arch"
+    for kwargs in ({}, {"exit_code": rc, "ranks": 2}):
+        c = classify(text, **kwargs)
+        assert (c.reason, c.evidence, c.source) == (*expected, "application")
+        assert c.note == helper.strip()
+
+
+def test_minicluster_wrapper_failure_after_the_submission_line_is_a_note_too():
+    # the operator's helpers and Flux's log lines are the infrastructure's wherever they are
+    broker_failure = "broker.err[0]: module exec format error loading /mnt/flux/view/lib/x.so"
+    text = minicluster_log([HELPER_WAITFS, broker_failure, *LAB_OK], helper=None)
+    c = classify(text, exit_code=0, ranks=2)
+    assert c == Classification("success", LAB_OK[2], note=HELPER_WAITFS.strip())
+
+
+def test_minicluster_clean_run_has_no_note():
+    c = classify(minicluster_log(LAB_OK, helper=None), exit_code=0, ranks=2)
+    assert c == Classification("success", LAB_OK[2])
+
+
+def test_minicluster_only_the_infrastructure_failed_flux_cannot_load():
+    # the operator's Flux, bound into an image with an older C library, fails before anything
+    # of the application ran: that is the reason, and the evidence says whose line it was
+    text = minicluster_log(
+        [
+            GLIBC_FLUX,
+            "flux: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.33' not found "
+            "(required by flux)",
+        ],
+        helper=None,
+        rc=1,
+    )
+    c = classify(text)
+    assert c == Classification("os-abi", INFRA_PREFIX + GLIBC_FLUX, source="infrastructure")
+    # the broker of another install, by its path
+    c = classify(minicluster_log([GLIBCXX_BROKER], helper=None, rc=1))
+    assert c == Classification(
+        "os-abi", INFRA_PREFIX + GLIBCXX_BROKER[:300], source="infrastructure"
+    )
+
+
+def test_only_the_wrapper_ran_and_its_helper_failed():
+    # no submission line: the wrapper died before it; its lines are still the infrastructure's
+    text = lines("Flux install root: /mnt/flux/view", HELPER_BASH, "Hello user root")
+    c = classify(text, exit_code=126)
+    assert c == Classification("arch", INFRA_PREFIX + HELPER_BASH, source="infrastructure")
+
+
+def test_timeout_keeps_the_infrastructure_failure_as_a_note():
+    text = minicluster_log(["LAMMPS (29 Sep 2021)", "Step Temp E_pair"], rc=143)
+    c = classify(text, timed_out=True)
+    assert c == Classification("timeout", "Step Temp E_pair", HELPER_BASH, "harness")
+
+
+def test_an_application_that_started_is_not_blamed_on_its_wrapper():
+    # LAMMPS started (its banner) and crashed with no signature: unknown, its own line as
+    # evidence, the wrapper's failure as a note -- not `arch` from the wrapper
+    text = minicluster_log(["LAMMPS (29 Sep 2021)", "Segmentation fault (core dumped)"], rc=139)
+    c = classify(text, exit_code=139, ranks=2)
+    assert c == Classification("unknown", "Segmentation fault (core dumped)", HELPER_BASH)
+    # ... also when the application printed nothing suspicious
+    quiet = classify(minicluster_log(["LAMMPS (29 Sep 2021)", "Reading data file ..."], rc=1))
+    assert (quiet.reason, quiet.note) == ("unknown", HELPER_BASH)
+    assert quiet.source == "infrastructure"  # the first suspicious line: Flux's "Exited (rc=1)"
+    assert quiet.evidence.startswith(INFRA_PREFIX + "broker.err[0]: rc2.0: flux submit")
+
+
+def test_provenance_tags():
+    from harness.judge.provenance import (
+        APPLICATION,
+        INFRASTRUCTURE,
+        application_start,
+        infrastructure_kind,
+        submission_line,
+        tag_lines,
+    )
+
+    text = minicluster_log(LAB_OK)
+    tagged = tag_lines(text)
+    assert [ln for _, ln in tagged] == text.split("\n")
+    tags = dict((line, src) for src, line in tagged)  # a repeated line: its last tag
+    assert tags[HELPER_BASH] == tags[SUBMIT] == tags["Hello user root"] == INFRASTRUCTURE
+    assert tags[JOBTAP] == INFRASTRUCTURE
+    assert all(tags[ln] == APPLICATION for ln in LAB_OK)
+    # the operator echoes its flags before and after the submission line: only the first is
+    # in its prelude (the other is not of a known infrastructure form)
+    flags = [src for src, ln in tagged if ln.startswith("Flags for flux")]
+    assert flags == [INFRASTRUCTURE, APPLICATION]
+    start, end = submission_line(text)
+    assert text[start:end] == SUBMIT
+    assert application_start(text) == end + 1
+
+    # a Flux log line that reports a command is not the wrapper echoing it: LAMMPS's lines
+    # before "broker.info[0]: rc2.0: flux submit ..." stay the application's
+    plain = lines(LAMMPS_OK)
+    assert submission_line(plain) is None
+    assert [src for src, ln in tag_lines(plain) if ln.startswith("Loop time")] == [APPLICATION]
+
+    # other ways to echo the submission
+    for echo in ("+ flux run -N 2 -n 4 lmp -in in.lj", "Batch Mode: /opt/view/bin/flux batch j"):
+        assert submission_line(lines("setting up", echo, "LAMMPS (29 Sep 2021)")) is not None
+    assert submission_line("flux-shell[0]: flux run -n2 lmp") is None
+
+    # line forms that are the infrastructure's anywhere
+    assert infrastructure_kind("sched-fluxion-qmanager.debug[0]: feasibility") == "flux-log"
+    assert infrastructure_kind("2024-02-07T03:32:39Z broker.warning[1]: x") == "flux-log"
+    assert infrastructure_kind(GLIBC_FLUX) == "flux-program"
+    assert infrastructure_kind(GLIBCXX_BROKER) == "flux-program"
+    assert (
+        infrastructure_kind(HELPER_WAITFS) == infrastructure_kind(HELPER_BASH) == ("operator-wait")
+    )
+    for view in (
+        "/mnt/flux/view/bin/python3.11: cannot execute binary file: Exec format error",
+        "bash: /mnt/flux/view/bin/flux: cannot execute binary file: Exec format error",
+        "exec /mnt/flux/view/bin/flux: exec format error",
+    ):
+        assert infrastructure_kind(view) == "operator-view", view
+    assert infrastructure_kind("INFO:    Converting OCI blobs to SIF format") == (
+        "apptainer-chatter"
+    )
+    assert infrastructure_kind("WARNING: passwd file doesn't exist in container") == (
+        "apptainer-chatter"
+    )
+    # ... but not the job shell's report on the tasks it starts, Apptainer's FATAL lines, a
+    # LAMMPS warning citing its source, the application's own loader error
+    for app_line in (
+        "3.416s: flux-shell[0]: FATAL: task 0 (host n1): start failed: lmp: "
+        "No such file or directory",
+        'FATAL:   "lmp_gpu": executable file not found in $PATH',
+        "WARNING: Using a manybody potential with bonds/angles/dihedrals (src/pair.cpp:242)",
+        LAB_GLIBC,
+        LIBCUDA,
+        MPICH_INIT,
+        "lmp: /lib64/libc.so.6: version `GLIBC_2.34' not found (required by "
+        "/mnt/flux/view/lib/libpmi.so.0)",
+        "job.exception: type=exec severity=0 MPI_Abort: aborted",
+    ):
+        assert infrastructure_kind(app_line) is None, app_line
+
+
+def test_apptainer_chatter_does_not_decide_but_its_fatal_line_does():
+    fatal = 'FATAL:   "lmp_gpu": executable file not found in $PATH'
+    text = lines("INFO:    Using cached SIF image", "WARNING: unable to open nvidia libs", fatal)
+    assert classify(text, exit_code=255) == Classification("missing-binary", fatal)
+
+
+# ----------------------------------------------------------------------------------------------
+# typed faults: what the executor knows decides
+# ----------------------------------------------------------------------------------------------
+
+FAULT_CASES = {
+    "pull": [
+        (
+            "INFO:    Downloading oras image\n"
+            "FATAL:   While checking container encryption: could not open image x.sif: "
+            "the image's architecture (arm64) could not run on the host's (amd64)\n",
+            "arch",
+            "FATAL:   While checking container encryption: could not open image x.sif: "
+            "the image's architecture (arm64) could not run on the host's (amd64)",
+        ),
+        (
+            "FATAL:   While pulling image from oras registry: failed to get checksum for "
+            "oras://127.0.0.1:5000/lammps-matrix:nope: manifest unknown",
+            "pull",
+            "FATAL:   While pulling image from oras registry: failed to get checksum for "
+            "oras://127.0.0.1:5000/lammps-matrix:nope: manifest unknown",
+        ),
+        ("the pull went wrong\n  somehow, at the end  \n\n", "pull", "somehow, at the end"),
+    ],
+    "registry-unreachable": [
+        (
+            "registry 127.0.0.1:5000 did not answer: connection refused",
+            "infra",
+            "registry 127.0.0.1:5000 did not answer: connection refused",
+        )
+    ],
+    "start-timeout": [
+        (
+            "flux executor: job f2 failed to start within 60 s (state SCHED): cancelled",
+            "infra",
+            "flux executor: job f2 failed to start within 60 s (state SCHED): cancelled",
+        )
+    ],
+    "lost-instance": [
+        (
+            "flux executor: lost the Flux instance while following job f3:\nConnection reset",
+            "infra",
+            "flux executor: lost the Flux instance while following job f3: Connection reset",
+        )
+    ],
+    "cancelled": [
+        (
+            "flux: job f4 cancelled by another user: maintenance",
+            "infra",
+            "flux: job f4 cancelled by another user: maintenance",
+        )
+    ],
+}
+
+
+def test_fault_cases_cover_every_kind():
+    assert set(FAULT_CASES) | {"dry-run"} == set(KINDS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "detail", "reason", "evidence"),
+    [(k, *case) for k, cases in FAULT_CASES.items() for case in cases],
+)
+def test_faults_decide(kind, detail, reason, evidence):
+    # the job's own text does not matter when a fault is given, even a completed LAMMPS
+    for text in ("", lines(LAMMPS_OK)):
+        c = classify(text, exit_code=0, ranks=4, fault=Fault(kind, detail))
+        assert c == Classification(reason, evidence, source="harness")
+    assert reasons.counts_in_rate(reason) == (reason != "infra")
+
+
+def test_dry_run_fault_has_nothing_to_classify():
+    with pytest.raises(ValueError, match="nothing to classify"):
+        classify("", fault=Fault("dry-run", "/tmp/x.minicluster.yaml"))
+
+
+# ----------------------------------------------------------------------------------------------
+# reasons as data
+# ----------------------------------------------------------------------------------------------
+
+
+def _reasons_yaml() -> dict:
+    import yaml
+
+    return yaml.safe_load((Path(reasons.__file__).parents[1] / "data/reasons.yaml").read_text())
+
+
+def test_reasons_file_drives_the_module():
+    data = _reasons_yaml()
+    assert tuple(r["name"] for r in data["reasons"]) == REASONS == reasons.REASONS
+    for name in REASONS:
+        r = reasons.reason(name)
+        assert r.name == name and r.description and isinstance(r.rate, bool)
+        assert len(r.colour) == 7 and r.colour.startswith("#")
+        assert reasons.counts_in_rate(name) is r.rate
+    assert len({r.colour for r in reasons.all_reasons()}) == len(REASONS)
+    assert reasons.reason("infra").rate is False
+    assert [n for n in REASONS if not reasons.counts_in_rate(n)] == ["infra"]
+    assert reasons.counts_in_rate("a-reason-of-an-old-record") is True
+    with pytest.raises(KeyError):
+        reasons.reason("nope")
+    # the report's colours, unchanged
+    assert {n: reasons.reason(n).colour for n in REASONS if n != "infra"} == {
+        "success": "#2ca02c",
+        "arch": "#d62728",
+        "os-abi": "#ff7f0e",
+        "gpu": "#9467bd",
+        "mpi": "#1f77b4",
+        "mpi-singleton": "#17becf",
+        "missing-binary": "#8c564b",
+        "pull": "#e377c2",
+        "timeout": "#bcbd22",
+        "unknown": "#7f7f7f",
+    }
+    # the rules, noise and fault meanings are the file's, in its order
+    assert [(r.reason, r.strength, list(r.needles)) for r in reasons.RULES] == [
+        (r["reason"], r["strength"], r["needles"]) for r in data["rules"]
+    ]
+    assert [r.regex.pattern for r in reasons.RULES] == [r["regex"] for r in data["rules"]]
+    assert reasons.NOISE.search(JOBTAP)
+    for kind in KINDS:
+        rule = reasons.fault_rule(kind)
+        assert (rule is None) == (data["faults"][kind] is None)
+        assert rule is None or rule.reason in REASONS
+
+
+def test_a_new_reason_is_data_only(monkeypatch):
+    data = _reasons_yaml()
+    data["reasons"].insert(
+        -1, {"name": "disk", "description": "the disk was full", "colour": "#123456", "rate": True}
+    )
+    data["rules"].append(
+        {"reason": "disk", "needles": ["no space left"], "regex": r"No space left on device"}
+    )
+    cat = reasons.parse(data)
+    monkeypatch.setattr(reasons, "RULES", cat.rules)
+    monkeypatch.setattr(reasons, "NEEDLES", tuple({n for r in cat.rules for n in r.needles}))
+    err = "lmp: write error: No space left on device"
+    assert classify(lines("LAMMPS (29 Sep 2021)", err), exit_code=1) == Classification("disk", err)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["reasons"][1].pop("colour"), "colour"),
+        (lambda d: d["reasons"][1].update(rate="yes"), "rate"),
+        (lambda d: d["reasons"].append(dict(d["reasons"][0])), "twice"),
+        (lambda d: d["rules"][0].update(reason="nope"), "unknown reason"),
+        (lambda d: d["rules"][0].update(needles=["Exec"]), "lower-case"),
+        (lambda d: d["rules"][0].update(regex="("), "bad regex"),
+        (lambda d: d["faults"].pop("cancelled"), "cancelled"),
+        (lambda d: d["faults"].update(pull={"reason": "nope"}), "known 'reason'"),
+        (
+            lambda d: d.update(reasons=[r for r in d["reasons"] if r["name"] != "unknown"]),
+            "needs the reasons unknown",
+        ),
+    ],
+)
+def test_reasons_file_is_checked(edit, message):
+    from harness.errors import HarnessError
+
+    data = _reasons_yaml()
+    edit(data)
+    with pytest.raises(HarnessError, match=message):
+        reasons.parse(data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,8 +853,17 @@ def test_published_evidence_is_a_real_line_of_its_log():
     for p in sorted(root.glob("*/*.log")):
         c = classify_file(p)
         text = p.read_text(errors="replace")
-        # evidence is a real line (stripped, cut to 300 characters)
-        assert c.evidence and c.evidence in {ln.strip()[:300] for ln in text.splitlines()}, p
+        # evidence is a real line (stripped, cut to 300 characters), marked when it is the
+        # infrastructure's
+        evidence = c.evidence
+        if c.source == "infrastructure":
+            assert evidence.startswith(INFRA_PREFIX), p
+            evidence = evidence[len(INFRA_PREFIX) :]
+        else:
+            assert c.source == "application", p
+        assert evidence and evidence in {ln.strip()[:300] for ln in text.splitlines()}, p
+        # these amd64 runs print no infrastructure failure that did not decide
+        assert c.note is None, p
         if c.reason != "success":
             # the failing runs never print LAMMPS's completion line
             assert "Total wall time:" not in text, p
@@ -444,8 +872,6 @@ def test_published_evidence_is_a_real_line_of_its_log():
 def test_rule_needles_cover_their_patterns():
     """Each rule is only tried on lines holding one of its needles: check, on every line of the
     texts above and of the shared logs, that no pattern matches a line its needles miss."""
-    from harness.classify import _RULES
-
     corpus = [
         *FLUX_PREAMBLE,
         *LAMMPS_OK,
@@ -458,11 +884,11 @@ def test_rule_needles_cover_their_patterns():
     if DEV_LOGS is not None and DEV_LOGS.is_dir():
         for p in DEV_LOGS.glob("*/*.log"):
             corpus.extend(p.read_text(errors="replace").splitlines())
-    for _, _, needles, rx in _RULES:
-        assert all(n == n.lower() for n in needles), needles
+    for rule in reasons.RULES:
+        assert all(n == n.lower() for n in rule.needles), rule.needles
         for line in corpus:
-            if rx.search(line):
-                assert any(n in line.lower() for n in needles), (rx.pattern, line)
+            if rule.regex.search(line):
+                assert any(n in line.lower() for n in rule.needles), (rule.regex.pattern, line)
 
 
 def test_cli_reads_a_jobs_stdout_with_its_stderr(tmp_path):

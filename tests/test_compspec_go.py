@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import compspec_go, modes
 from harness.errors import HarnessError
+from harness.select import compspec_go, modes
 from tests.conftest import ROOT
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
@@ -238,7 +238,7 @@ def lab_missing() -> str | None:
         return f"{LAB_MANIFEST.relative_to(ROOT)} is not written yet (harness lab publish)"
     import requests
 
-    from harness.artifacts import tls_verify
+    from harness.select.artifacts import tls_verify
 
     try:
         tags = requests.get(
@@ -299,7 +299,7 @@ def manifest() -> Path:
 @functools.cache
 def artifact_attrs() -> dict[str, dict[str, str]]:
     """Image name -> its artifact's flattened attributes, read from the registry."""
-    from harness.artifacts import ArtifactStore
+    from harness.select.artifacts import ArtifactStore
 
     store = ArtifactStore(registry_cache=workdir() / "exact-cache")
     return {p["name"]: store.get(p["name"], p["artifact"]).attributes for p in lab_pairs()}

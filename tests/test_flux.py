@@ -9,7 +9,6 @@ skip into a failure. Tests that run LAMMPS also need the lab (its SIF images).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -22,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from harness import records
-from harness.classify import Classification, classify
 from harness.errors import HarnessError
-from harness.executors.base import Job
+from harness.judge.classify import classify
+from harness.judge.faults import Fault
+from harness.run.executors.base import Job
 from tests.conftest import ROOT, cli
 
 LAB_SIF = Path("/var/cache/compat-harness/lab/sif")
@@ -61,7 +61,7 @@ def flux_instance():
         if entry and entry not in sys.path:
             sys.path.insert(0, entry)
     os.environ["PYTHONPATH"] = ":".join(p for p in (pypath, os.environ.get("PYTHONPATH")) if p)
-    from harness.executors.flux import bindings
+    from harness.run.executors.flux import bindings
 
     try:
         bindings()
@@ -96,7 +96,7 @@ def flux_instance():
 
 @pytest.fixture
 def executor(flux_instance):
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     ex = FluxExecutor()
     ex.preflight()
@@ -187,7 +187,7 @@ def bookworm_sif(tmp_path_factory) -> Path:
 
     why = lab_missing()
     if why is None:
-        from harness.runtime import ImageCache
+        from harness.run.runtime import ImageCache
 
         pulled = ImageCache(tmp_path_factory.mktemp("sif")).pull(
             f"127.0.0.1/lab/lammps-matrix:{BOOKWORM}"
@@ -231,7 +231,7 @@ def test_missing_bindings_say_how_to_install():
     if probe.returncode == 0:
         pytest.skip("the Flux bindings are installed in this interpreter itself")
     code = (
-        "from harness.executors.flux import FluxExecutor\n"
+        "from harness.run.executors.flux import FluxExecutor\n"
         "from harness.errors import HarnessError\n"
         "try:\n    FluxExecutor().preflight()\n"
         "except HarnessError as e:\n    print(e)\n"
@@ -245,7 +245,7 @@ def test_missing_bindings_say_how_to_install():
 
 
 def test_status_from_records(tmp_path):
-    from harness.executors.flux import status, status_rows
+    from harness.run.status import status, status_rows
 
     for i, reason in enumerate(["success", "os-abi", "success"]):
         records.append(
@@ -292,7 +292,7 @@ def test_status_from_records(tmp_path):
 
 # --- under a real Flux instance -----------------------------------------------------------------
 def test_preflight_dead_instance_is_one_line(flux_instance, monkeypatch, tmp_path):
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     monkeypatch.setenv("FLUX_URI", f"local://{tmp_path}/no-broker")
     with pytest.raises(HarnessError) as info:
@@ -302,7 +302,7 @@ def test_preflight_dead_instance_is_one_line(flux_instance, monkeypatch, tmp_pat
 
 
 def test_preflight_no_uri_no_system_instance(flux_instance, monkeypatch):
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     if Path("/run/flux/local").exists():
         pytest.skip("this machine runs a Flux system instance")
@@ -365,7 +365,7 @@ def test_missing_binary(executor, bookworm_sif, tmp_path):
 
 
 def test_kvs_output_mode(flux_instance, bookworm_sif, tmp_path):
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     ex = FluxExecutor(output="kvs")
     ex.preflight()
@@ -395,7 +395,7 @@ def test_threads_get_their_own_handle(executor, bookworm_sif, tmp_path):
 
 
 def test_image_shell_options_reach_the_jobspec(executor, bookworm_sif, tmp_path):
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     ex = FluxExecutor(
         image_settings={
@@ -414,7 +414,7 @@ def test_image_shell_options_reach_the_jobspec(executor, bookworm_sif, tmp_path)
 
 
 def test_pmi_library_is_bound(executor, bookworm_sif, tmp_path):
-    from harness.executors.flux import pmi_binds, pmi_library_path
+    from harness.run.executors.flux import pmi_binds, pmi_library_path
 
     pmi = pmi_library_path()
     assert pmi is not None and pmi.is_file()
@@ -434,7 +434,7 @@ def test_job_that_never_starts_is_cancelled(own_instance, tiny_sif, tmp_path):
     import flux
     import flux.job
 
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     inst = own_instance()
     inst.flux_cmd("queue", "stop")  # jobs are accepted but never scheduled
@@ -460,9 +460,10 @@ def test_job_that_never_starts_is_cancelled(own_instance, tiny_sif, tmp_path):
         f"flux executor: job {jobid.f58} failed to start within 2 s "
         "(state SCHED: waiting for resources, or held): cancelled"
     )
-    assert job.stderr.read_text().splitlines()[0] == line
-    verdict = classify(_text(job), exit_code=result.exit_code, ranks=1, timed_out=False)
-    assert verdict == Classification("unknown", line)
+    assert result.fault == Fault("start-timeout", line)  # typed, not text in the job's stderr
+    assert line not in job.stderr.read_text()
+    verdict = classify(_text(job), exit_code=result.exit_code, ranks=1, fault=result.fault)
+    assert (verdict.reason, verdict.evidence, verdict.source) == ("infra", line, "harness")
     # the executor is still usable: once the queue runs, the next job runs
     inst.flux_cmd("queue", "start")
     again = ex.run(_job(tmp_path, tiny_sif, ["true"], name="again"))
@@ -472,7 +473,7 @@ def test_job_that_never_starts_is_cancelled(own_instance, tiny_sif, tmp_path):
 
 def test_start_timeout_does_not_touch_a_started_job(own_instance, tiny_sif, tmp_path):
     """The start timeout bounds the wait for `start`, not the run: a job that started runs on."""
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     inst = own_instance()
     ex = FluxExecutor(uri=inst.uri, start_timeout_s=20)
@@ -523,7 +524,7 @@ def _wait_running(uri: str, timeout: float = 60) -> None:
 def test_broker_lost_mid_run(own_instance, tiny_sif, tmp_path):
     """kill -9 of the instance while a job runs: run() returns a failed result with the
     executor's line; the next run() and preflight() raise one line, the instance is gone."""
-    from harness.executors.flux import FluxExecutor
+    from harness.run.executors.flux import FluxExecutor
 
     inst = own_instance()
     ex = FluxExecutor(uri=inst.uri)
@@ -540,12 +541,12 @@ def test_broker_lost_mid_run(own_instance, tiny_sif, tmp_path):
     (lost,) = [e for e in result.events if e["name"] == "lost-instance"]
     assert result.run_s > 0
     jobid = next(e["jobid"] for e in result.events if e["name"] == "submit")
-    line = f"flux executor: error: lost the Flux instance while following job {jobid}: "
+    line = f"flux executor: lost the Flux instance while following job {jobid}: "
     line += lost["error"]
-    # the cause heads the job's stderr, before what the job's shell printed as it lost its broker
-    assert job.stderr.read_text().splitlines()[0] == line
-    verdict = classify(_text(job), exit_code=result.exit_code, ranks=1, timed_out=False)
-    assert verdict == Classification("unknown", line)
+    # the cause is a typed fault, whatever the job's shell printed as it lost its broker
+    assert result.fault == Fault("lost-instance", line)
+    verdict = classify(_text(job), exit_code=result.exit_code, ranks=1, fault=result.fault)
+    assert (verdict.reason, verdict.evidence) == ("infra", line)
     for again in (lambda: ex.run(_job(tmp_path, tiny_sif, ["true"], name="next")), ex.preflight):
         with pytest.raises(HarnessError) as info:
             again()
@@ -584,26 +585,27 @@ def test_run_resumes_after_the_instance_is_lost(own_instance, tiny_sif, tmp_path
     assert proc.returncode == 2, (out, err)
     (message,) = err.strip().splitlines()
     assert f"the Flux instance at {first.uri} is gone or unreachable" in message
-    (rec,) = list(records.iter_raw(outdir))
-    assert (rec["iteration"], rec["reason"], rec["exit_code"]) == (0, "unknown", None)
-    lost = "flux executor: error: lost the Flux instance while following job"
-    assert rec["evidence"].startswith(lost), rec["evidence"]
-    assert any(e["name"] == "lost-instance" for e in rec["events"])
+    (rec,) = list(records.read(outdir))
+    assert (rec.iteration, rec.reason, rec.exit_code) == (0, "infra", None)
+    lost = "flux executor: lost the Flux instance while following job"
+    assert rec.evidence.startswith(lost), rec.evidence
+    assert rec.fault["kind"] == "lost-instance"
+    assert any(e["name"] == "lost-instance" for e in rec.events)
 
     second = own_instance()
     again = cli(*args, env={**os.environ, "FLUX_URI": second.uri}, timeout=120)
     assert again.returncode == 0, again.stderr
-    recs = list(records.iter_raw(outdir))
-    assert [r["iteration"] for r in recs] == [0, 1]
-    assert recs[1]["exit_code"] == 0
-    assert json.dumps(recs[0]) == json.dumps(rec)  # the lost iteration is kept, not redone
+    recs = list(records.read(outdir))
+    assert [r.iteration for r in recs] == [0, 1]
+    # the lost iteration was the infrastructure's failure, not the image's: redone
+    assert [r.exit_code for r in recs] == [0, 0]
 
 
 def test_detach_and_status(flux_instance, bookworm_sif, tmp_path):
     """`harness run --executor flux --detach` submits the harness itself and returns."""
     import flux.job
 
-    from harness.executors.flux import status, status_rows
+    from harness.run.status import status, status_rows
 
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"images:\n  - name: {bookworm_sif}\n    workdir: /opt/lab\n")
@@ -636,7 +638,7 @@ def test_detach_and_status(flux_instance, bookworm_sif, tmp_path):
 
 
 def test_prepull_each_node_idempotent(flux_instance, lab, tmp_path):
-    from harness.prepull import prepull
+    from harness.run.prepull import prepull
 
     manifest = tmp_path / "m.yaml"
     manifest.write_text(

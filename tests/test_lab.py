@@ -53,15 +53,19 @@ def run_once(tmp_path: Path, tag: str, *extra: str) -> dict:
     return record
 
 
+HYBRID, BIND = ("--mpi-model", "hybrid"), ("--mpi-model", "bind")
 CASES = [
-    # tag, extra args, reason, a fragment of the evidence line from the real output
+    # tag, extra args, reason, a fragment of the evidence line from the real output;
+    # bind (the default) binds the host's libmpi into the image, hybrid uses the image's own
     ("openmpi-debian-12-amd64", (), "success", "on 2 procs"),
-    ("openmpi-debian-11-amd64", (), "success", "on 2 procs"),
-    ("openmpi-debian-11-amd64", ("--mpi-model", "bind"), "os-abi", "GLIBC_2.34' not found"),
-    ("openmpi-debian-13-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-11-amd64", HYBRID, "success", "on 2 procs"),
+    ("openmpi-debian-11-amd64", (), "os-abi", "GLIBC_2.34' not found"),
+    ("openmpi-debian-13-amd64", HYBRID, "success", "on 2 procs"),
+    ("openmpi-debian-13-amd64", BIND, "os-abi", "libopen-rte.so.40"),
     ("mpich-debian-12-amd64", (), "mpi-singleton", "on 1 procs"),
     ("mpich-debian-12-amd64", ("--launcher", "mpiexec.mpich"), "success", "on 2 procs"),
-    ("openmpi-debian-gpu-11-amd64", (), "gpu", "accelerator device"),
+    ("openmpi-debian-gpu-11-amd64", HYBRID, "gpu", "accelerator device"),
+    ("openmpi-debian-gpu-11-amd64", BIND, "os-abi", "GLIBC_2.34' not found"),
     ("openmpi-debian-12-arm64", (), "arch", "architecture (arm64) could not run"),
     ("none-debian-12-amd64", (), "missing-binary", "executable file not found"),
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import manifest
 from harness.errors import HarnessError
+from harness.select import manifest
 from tests.conftest import ROOT
 
 

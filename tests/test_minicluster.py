@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from harness.errors import HarnessError
-from harness.executors.base import Job
-from harness.minicluster import MiniClusterExecutor, render
+from harness.judge.faults import Fault
+from harness.run.executors.base import Job
+from harness.run.executors.minicluster import MiniClusterExecutor, render
 from tests.conftest import ROOT, shared_dir
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -172,7 +173,7 @@ def test_dry_run_writes_valid_minicluster(tmp_path, variant):
     ex.preflight()  # a dry run needs no cluster
     result = ex.run(_job(tmp_path, "127.0.0.1/lab/lammps-matrix:openmpi-debian-12-amd64"))
     written = tmp_path / "iter-0003.minicluster.yaml"
-    assert result.events == [{"name": "dry-run", "minicluster": str(written)}]
+    assert result.fault == Fault("dry-run", str(written)) and result.events == []
     assert result.exit_code is None
     doc = yaml.safe_load(written.read_text())
     assert errors(doc, variant) == []

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
-import pytest
 import yaml
 
-from harness.predict import Environment, os_glibc, rule_outcome
+from harness.select.predict import Environment, os_glibc, rule_outcome
 from tests.conftest import ROOT, cli
 from tests.test_candidates import UBUNTU_JAMMY
 
@@ -67,19 +67,42 @@ def test_reference_protocol_against_the_published_measurements(tmp_path, anchors
     )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    rates = {m: got[m]["success_rate"] for m in got}
-    # basic: only the 2 jammy images without GPU survive a jammy view (2 of 10 amd64 images);
-    # platform: focal images half the time, rocky 8 half the time, rocky 9 always, no GPU ones;
-    # platform-version: every non-GPU image (6 of 10); descriptive: all, by construction.
-    assert rates == pytest.approx(
-        {
-            "basic": 0.2,
-            "platform": 0.45,
-            "platform-version": 0.6,
-            "descriptive-basic": 1.0,
-            "descriptive-mpi": 1.0,
-        }
-    )
-    assert got["basic"]["expected"] == {"gpu": 3.0, "os-abi": 21.0, "success": 6.0}
-    assert got["basic"]["measured"] == {"success": 7, "os-abi": 18, "gpu": 5}
-    assert got["platform-version"]["measured"] == {"success": 16, "gpu": 11, "mpi": 3}
+    # every mode of the modes data is predicted, in its order
+    assert list(got) == ["random", *PUBLISHED, "descriptive-mpi"]
+    # Each published mode's count (30 runs) against the prediction's 95 % binomial interval:
+    # the modes outside are named, not hidden behind the implementation's own numbers.
+    outside = {}
+    for mode, label in PUBLISHED.items():
+        measured = got[mode]["measured"]
+        assert sum(measured.values()) == 30, mode
+        lo, hi = binomial_interval(got[mode]["success_rate"], 30)
+        if not lo <= measured.get("success", 0) <= hi:
+            outside[label] = (measured.get("success", 0), lo, hi)
+    # platform: the reference ran its Intel MPI images without Intel's environment in that
+    # mode only (5 MPI failures no attribute predicts) and drew 15 GPU failures where 9 were
+    # expected (README, "Predicting before running").
+    assert outside == {"platform": (6, 8, 19)}, outside
+
+
+# The reference's published modes, as the csv names its experiments.
+PUBLISHED = {
+    "basic": "basic",
+    "platform": "platform",
+    "platform-version": "platform-version",
+    "descriptive-basic": "descriptive-basic",
+}
+
+
+def binomial_interval(p: float, n: int, level: float = 0.95) -> tuple[int, int]:
+    """The central interval [lo, hi] of successes holding at least `level` of Binomial(n, p)."""
+    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+    tail = (1 - level) / 2
+    lo = next(k for k in range(n + 1) if sum(pmf[: k + 1]) > tail)
+    hi = next(k for k in range(n, -1, -1) if sum(pmf[k:]) > tail)
+    return lo, hi
+
+
+def test_binomial_interval():
+    assert binomial_interval(0.5, 30) == (10, 20)
+    assert binomial_interval(1.0, 30) == (30, 30)
+    assert binomial_interval(0.0, 30) == (0, 0)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from harness import records
-from harness.runner import pick
+from harness.errors import HarnessError
+from harness.run.runner import pick
 
 
 def make(i: int, mode: str = "basic") -> records.Record:
@@ -40,9 +43,9 @@ def make(i: int, mode: str = "basic") -> records.Record:
 
 def test_round_trip_and_schema(tmp_path):
     records.append(tmp_path, make(0))
-    (raw,) = list(records.iter_raw(tmp_path))
-    assert raw["schema"] == records.SCHEMA
-    assert records.Record.from_dict(raw) == make(0)
+    (rec,) = list(records.read(tmp_path))
+    assert rec.schema == records.SCHEMA
+    assert rec == make(0)
 
 
 def test_torn_last_line_is_ignored_then_repaired(tmp_path):
@@ -51,7 +54,7 @@ def test_torn_last_line_is_ignored_then_repaired(tmp_path):
     path = records.records_path(tmp_path)
     whole = path.read_bytes()
     path.write_bytes(whole + make(2).to_json().encode()[:40])  # crash mid-write
-    assert records.completed_iterations(tmp_path, "basic") == {0, 1}
+    assert [r.iteration for r in records.read(tmp_path)] == [0, 1]
     records.repair(tmp_path)
     assert path.read_bytes() == whole
     records.append(tmp_path, make(2))
@@ -62,7 +65,7 @@ def test_torn_last_line_is_ignored_then_repaired(tmp_path):
 def test_modes_are_counted_apart(tmp_path):
     records.append(tmp_path, make(0, "basic"))
     records.append(tmp_path, make(0, "random"))
-    assert records.completed_iterations(tmp_path, "random") == {0}
+    assert [r.iteration for r in records.of_mode(tmp_path, "random")] == [0]
 
 
 def test_pick_is_reproducible_per_iteration():
@@ -72,3 +75,55 @@ def test_pick_is_reproducible_per_iteration():
     assert first == again  # independent of order: a resumed run picks the same images
     assert len(set(first)) > 1
     assert first != [pick(names, 43, "basic", i) for i in range(20)]
+
+
+def test_an_old_record_1_line_is_read_with_the_new_fields_at_their_defaults(tmp_path):
+    old = json.loads(make(0).to_json())
+    for name in ("source", "note", "fault", "steps", "stage"):
+        del old[name]
+    old["schema"] = "compat-harness/record/1"
+    records.records_path(tmp_path).write_text(json.dumps(old) + "\n")
+    (rec,) = list(records.read(tmp_path))
+    assert (rec.source, rec.fault, rec.steps, rec.stage) == ("application", None, {}, None)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("[1]", "JSON object"),
+        ('{"mode": "random"}', "missing field"),
+        ("not json", "not a harness record"),
+        ("MAKE:iteration=[0]", "wrong type"),
+        ("MAKE:reason=3", "wrong type"),
+        ("MAKE:iteration=-1", ">= 0"),
+        ("MAKE:schema=compat-harness/record/9", "schema"),
+    ],
+)
+def test_a_line_that_is_no_record_is_named_by_file_and_line(tmp_path, line, why):
+    if line.startswith("MAKE:"):
+        key, _, value = line[5:].partition("=")
+        data = json.loads(make(1).to_json())
+        data[key] = json.loads(value) if value[:1] in "[-0123456789" else value
+        line = json.dumps(data)
+    path = records.records_path(tmp_path)
+    path.write_text(make(0).to_json() + "\n" + line + "\n" + make(2).to_json() + "\n")
+    with pytest.raises(HarnessError) as info:
+        list(records.read(tmp_path))
+    assert f"{path} line 2:" in str(info.value) and why in str(info.value)
+    assert "records repair" in str(info.value)
+
+
+def test_a_duplicate_iteration_stops_the_reader_and_repair_keeps_the_first(tmp_path):
+    first, second = make(0), make(0)
+    second.evidence = "the second"
+    records.append(tmp_path, first)
+    records.append(tmp_path, make(1))
+    records.append(tmp_path, second)
+    with (records.records_path(tmp_path)).open("a") as fh:
+        fh.write("garbage\n")
+    with pytest.raises(HarnessError, match="line 3: a second record for mode basic iteration 0"):
+        list(records.read(tmp_path))
+    assert records.repair_all(tmp_path) == (2, 2)
+    assert [r.evidence for r in records.read(tmp_path)] == [first.evidence, make(1).evidence]
+    rejected = (tmp_path / records.REJECTED_FILE).read_text().splitlines()
+    assert json.loads(rejected[0])["evidence"] == "the second" and rejected[1] == "garbage"

@@ -1,4 +1,5 @@
-"""harness.report: loading records, rates and Wilson intervals, report files, several outdirs."""
+"""harness.report: loading records, rates and intervals, report files, several outdirs, census
+(per-image table, expected rates, measured-outside flag), comparison, filters, FoM export."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 from rich.console import Console
 
 from harness import report
-from harness.classify import REASONS
 from harness.errors import HarnessError
-from harness.records import Record, Timings, append, records_path
+from harness.judge import application
+from harness.judge.reasons import REASONS
+from harness.judge.reasons import reason as reason_of
+from harness.records import CENSUS_FILE, CENSUS_SCHEMA, Record, Timings, append, records_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,9 +89,17 @@ def outdir(tmp_path: Path) -> Path:
     return out
 
 
-def test_reasons_come_from_classify():
-    assert report.reason_order([])[: len(REASONS)] == list(REASONS)
+def test_reasons_come_from_the_reasons_data():
+    assert report.reason_order([]) == list(REASONS)
+    assert "infra" in report.reason_order([])
     assert report.reason_order(["zzz", "aaa"])[-2:] == ["aaa", "zzz"]
+    for r in REASONS:
+        assert report.reason_colour(r) == reason_of(r).colour
+        assert report.reason_help(r) == reason_of(r).description
+    # an unknown reason (an old record's) still gets a colour, not one of a known reason
+    fallback = report.reason_colour("zzz", ["aaa", "zzz"])
+    assert fallback.startswith("#") and fallback not in {reason_of(r).colour for r in REASONS}
+    assert report.reason_help("zzz") is None
 
 
 def test_load_columns_and_values(outdir: Path):
@@ -106,6 +117,9 @@ def test_load_columns_and_values(outdir: Path):
     assert math.isnan(basic["total_wall_time_s"].iloc[3])  # failures have no figures
     assert (df["pull_s"] == 2.0).all()
     assert basic["image"].iloc[0] == "ghcr.io/lab/lammps:ubuntu22.04-openmpi"
+    assert basic["evidence"].tolist() == ["Total wall time: 0:00:01"] * 3 + ["error line"]
+    assert math.isnan(basic["timesteps_per_s"].iloc[0])  # not in these records' figures
+    assert "figures" not in df.columns  # only with fom=True
 
 
 @pytest.mark.parametrize("events", [[], [{"exit_code": 3, "mode": "x"}]])
@@ -140,7 +154,7 @@ def test_wilson_hand_computed():
 
 def test_summarize_counts_rates_order(outdir: Path):
     s = report.summarize(report.load([outdir]))
-    assert s["schema"] == "compat-harness/report/1"
+    assert s["schema"] == "compat-harness/report/2"
     assert list(s["modes"]) == [
         "random",
         "basic",
@@ -153,6 +167,7 @@ def test_summarize_counts_rates_order(outdir: Path):
     assert basic["rate"] == pytest.approx(0.75)
     assert basic["ci95"] == pytest.approx(list(report.wilson(3, 4)))
     assert basic["reasons"] == {"success": 3, "arch": 1}
+    assert (basic["runs"], basic["excluded"]) == (4, 0)
     assert basic["median_wall_s"] == pytest.approx(20.0)  # the 0.5 s failure is not counted
     rnd = s["modes"]["random"]
     assert list(rnd["reasons"]) == ["success", "os-abi", "mpi", "timeout"]  # REASONS order
@@ -160,6 +175,7 @@ def test_summarize_counts_rates_order(outdir: Path):
     assert s["modes"]["zeta-experimental"]["median_wall_s"] is None
     assert s["modes"]["zeta-experimental"]["rate"] == 0.0
     assert s["outdirs"] == [{"label": "run1", "path": str(outdir), "records": 19}]
+    assert "images" not in s and "expected" not in s  # no census in this outdir
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN anywhere
 
 
@@ -225,7 +241,7 @@ def test_unreadable_records(outdir: Path, monkeypatch):
         return real_open(self, *a, **k)
 
     monkeypatch.setattr(Path, "open", denied)
-    with pytest.raises(HarnessError, match=r"cannot read .*run1/records\.jsonl: Permission"):
+    with pytest.raises(HarnessError, match=r"report: .*run1/records\.jsonl: Permission"):
         report.load([outdir])
 
 
@@ -333,3 +349,523 @@ def test_render_narrow_console_keeps_numbers_whole(outdir: Path):
     assert "failures by reason" in text  # counts moved to their own table
     assert "123456" in text
     assert all(len(line) <= 60 for line in text.splitlines())
+
+
+# --------------------------------------------------------------------------- infra, census
+
+LAB = "127.0.0.1/lab/lammps-matrix:"
+A = LAB + "openmpi-debian-12-amd64"
+B = LAB + "openmpi-debian-gpu-11-amd64"
+C = LAB + "mpich-debian-12-amd64"
+D = LAB + "openmpi-debian-13-amd64"
+E = LAB + "openmpi-debian-12-arm64"  # a candidate the census never ran
+F = LAB + "none-debian-12-amd64"  # only infra failures: no counted census run
+
+
+def test_infra_is_left_out_of_n(tmp_path: Path):
+    out = tmp_path / "run"
+    fill(out, "basic", {"success": 3, "gpu": 1, "infra": 2})
+    s = report.summarize(report.load([out]))
+    basic = s["modes"]["basic"]
+    assert (basic["n"], basic["success"], basic["runs"], basic["excluded"]) == (4, 3, 6, 2)
+    assert basic["rate"] == pytest.approx(0.75)
+    assert basic["ci95"] == pytest.approx(list(report.wilson(3, 4)))
+    assert basic["reasons"] == {"success": 3, "gpu": 1, "infra": 2}
+    report.write(report.load([out]), s, out)
+    row = next(csv.DictReader((out / "report.csv").open()))
+    assert (row["n"], row["infra"], row["runs"]) == ("4", "2", "6")
+    md = (out / "report.md").read_text()
+    head = next(line for line in md.splitlines() if line.startswith("| mode |"))
+    assert head.split(" | ")[-2] == "infra"  # its own column, after the counted failures
+    assert "| `basic` | 4 | 3 | 75.0 %" in md
+    assert "- `infra`: " in md and "(not counted in n)" in md
+
+
+def crec(mode: str, i: int, image: str, reason: str, evidence: str = "", **figures) -> Record:
+    """A record of `image` with `reason`; successes carry the given figures of merit."""
+    return rec(
+        mode,
+        i,
+        reason,
+        image=image,
+        evidence=evidence or ("Total wall time: 0:00:10" if reason == "success" else reason),
+        figures=figures if reason == "success" else {},
+    )
+
+
+CENSUS_RUNS = [
+    (A, "success", "", {"loop_time_s": 10.0, "timesteps_per_s": 100.0}),
+    (A, "success", "", {"loop_time_s": 12.0, "timesteps_per_s": 50.0}),
+    (A, "success", "", {"loop_time_s": 20.0, "timesteps_per_s": 80.0}),
+    (B, "success", "", {"loop_time_s": 30.0}),
+    (B, "gpu", "GPU package missing", {}),
+    (B, "gpu", "GPU package missing", {}),
+    (B, "infra", "node lost", {}),
+    (C, "mpi-singleton", "ev-1", {}),
+    (C, "mpi-singleton", "ev-2", {}),
+    (C, "mpi-singleton", "ev-2", {}),
+    (D, "success", "", {}),
+    (D, "arch", "exec format error", {}),
+    (D, "mpi", "MPI_Init failed", {}),
+    (D, "mpi", "MPI_Init failed", {}),
+    (F, "infra", "registry down", {}),
+    (F, "infra", "registry down", {}),
+]
+
+CANDIDATES = {
+    "random": [A, B, C, D, E, F],
+    "basic": [A, B],
+    "platform": [B, C, D],
+    "platform-version": [],
+    "descriptive-basic": None,
+    "descriptive-mpi": [A],
+    "zz-custom": [E],
+}
+
+
+def write_census(out: Path, runs=CENSUS_RUNS, candidates=CANDIDATES) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (image, reason_, evidence, figures) in enumerate(runs):
+        append(out, crec("census", i, image, reason_, evidence, **figures))
+    body = {
+        "schema": CENSUS_SCHEMA,
+        "manifests": "manifests.yaml",
+        "host": {"io.archspec.cpu.target": "amd64"},
+        "images": [A, B, C, D, E, F],
+        "repeat": 3,
+        "seed": 11,
+        "modes": {
+            m: {"candidates": c}
+            if c is not None
+            else {"candidates": None, "error": "host has no gpu key"}
+            for m, c in candidates.items()
+        },
+    }
+    (out / CENSUS_FILE).write_text(json.dumps(body))
+
+
+def write_sampled(out: Path, mode: str, outcomes: dict[str, int]) -> None:
+    """Sampled runs of a mode: successes on A, everything else on B."""
+    i = 0
+    for reason_, k in outcomes.items():
+        for _ in range(k):
+            image = A if reason_ == "success" else B
+            append(out, crec(mode, i, image, reason_, **{"loop_time_s": 9.0}))
+            i += 1
+
+
+@pytest.fixture
+def census_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "lab"
+    write_census(out)
+    write_sampled(out, "random", {"success": 1, "gpu": 9})
+    write_sampled(out, "basic", {"success": 6, "arch": 4})
+    write_sampled(out, "descriptive-mpi", {"success": 7, "mpi": 3, "infra": 2})
+    return out
+
+
+def test_binomial_interval_hand_computed():
+    # Bin(10, 1/2): P(X <= 1) = 11/1024 = 0.0107 < 2.5 % <= P(X <= 2) = 56/1024; symmetric
+    assert report.binomial_interval(10, 0.5) == (2, 8)
+    # Bin(20, 0.9): P(X <= 14) = 0.0113, P(X <= 15) = 0.0432; P(X >= 20) = 0.9^20 = 0.1216
+    assert report.binomial_interval(20, 0.9) == (15, 20)
+    # Bin(30, 0.2): P(X >= 11) = 0.02562 is just above 2.5 %, P(X >= 12) = 0.00949 below
+    assert report.binomial_interval(30, 0.2) == (2, 11)
+    assert report.binomial_interval(10, 0.0) == (0, 0)
+    assert report.binomial_interval(10, 1.0) == (10, 10)
+    assert report.binomial_interval(0, 0.3) == (0, 0)
+    with pytest.raises(ValueError):
+        report.binomial_interval(10, 1.5)
+
+
+def test_binomial_interval_matches_exact_sums():
+    """Against the definition, summed with exact integers, for many n and p."""
+    for n in (1, 2, 7, 25, 60):
+        for p in (0.01, 0.1, 0.37, 0.5, 0.83, 0.99):
+            pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+            lo = min(k for k in range(n + 1) if sum(pmf[: k + 1]) >= 0.025)
+            hi = max(k for k in range(n + 1) if sum(pmf[k:]) >= 0.025)
+            assert report.binomial_interval(n, p) == (lo, hi), (n, p)
+
+
+def test_image_sort_key_os_version_then_variant():
+    names = [
+        LAB + "openmpi-debian-gpu-12-amd64",
+        LAB + "openmpi-debian-13-amd64",
+        "weird-image",
+        LAB + "mpich-debian-12-amd64",
+        "ghcr.io/x/lammps:rocky8-openmpi4.1-amd64",
+        LAB + "openmpi-debian-11-amd64",
+        LAB + "openmpi-debian-12-arm64",
+        "ghcr.io/x/lammps:ubuntu22.04-openmpi4.1-amd64",
+        "another",
+    ]
+    order = [report.image_tag(n) for n in sorted(names, key=report.image_sort_key)]
+    assert order == [
+        "rocky8-openmpi4.1-amd64",
+        "openmpi-debian-11-amd64",
+        "mpich-debian-12-amd64",  # 12: the variants by the rest of the tag
+        "openmpi-debian-12-arm64",
+        "openmpi-debian-gpu-12-amd64",
+        "openmpi-debian-13-amd64",
+        "ubuntu22.04-openmpi4.1-amd64",
+        "another",  # no version: by name, last
+        "weird-image",
+    ]
+    assert report.image_os_version(LAB + "openmpi-debian-gpu-12-amd64") == (
+        (12,),
+        "openmpi-debian-gpu-amd64",
+    )
+    assert report.image_os_version("lammps:ubuntu-22.04-amd64") == ((22, 4), "ubuntu-amd64")
+    assert report.image_os_version("lammps:openmpi-amd64") is None  # the arch is no version
+
+
+def test_census_expected_rates_hand_computed(census_dir: Path):
+    s = report.summarize(report.load([census_dir]))
+    # per-image census fractions, infra left out: A 3/3, B 1/3, C 0/3, D 1/4; E and F none
+    exp = s["expected"]
+    assert list(exp) == [
+        "random",
+        "basic",
+        "platform",
+        "platform-version",
+        "descriptive-basic",
+        "descriptive-mpi",
+        "zz-custom",
+    ]
+    # random: (1 + 1/3 + 0 + 1/4) / 4 = 19/48, 6 candidates, E and F missing
+    assert exp["random"]["rate"] == pytest.approx(19 / 48)
+    assert exp["random"]["candidates"] == 6
+    assert exp["random"]["missing"] == 2
+    assert exp["random"]["missing_images"] == [E, F]
+    assert exp["basic"]["rate"] == pytest.approx(2 / 3)  # (1 + 1/3) / 2
+    assert exp["basic"]["candidates"] == 2 and exp["basic"]["missing"] == 0
+    assert exp["platform"]["rate"] == pytest.approx(7 / 36)  # (1/3 + 0 + 1/4) / 3
+    assert exp["platform-version"]["rate"] is None  # no candidate at all
+    assert exp["platform-version"]["candidates"] == 0
+    assert exp["descriptive-basic"]["rate"] is None  # no candidate set on the census host
+    assert exp["descriptive-basic"]["candidates"] is None
+    assert exp["descriptive-basic"]["error"] == "host has no gpu key"
+    assert exp["descriptive-mpi"]["rate"] == pytest.approx(1.0)
+    assert exp["zz-custom"] == {
+        **exp["zz-custom"],
+        "rate": None,
+        "candidates": 1,
+        "missing": 1,
+        "measured": None,
+        "outside": None,
+    }
+
+
+def test_census_images_table(census_dir: Path):
+    s = report.summarize(report.load([census_dir]))
+    assert "census" not in s["modes"]  # not a selection mode: not a mode row
+    assert list(s["modes"]) == ["random", "basic", "descriptive-mpi"]
+    img = s["images"]
+    assert list(img) == [B, C, F, A, D]  # OS version 11, 12 (mpich, none, openmpi), 13
+    assert (img[A]["n"], img[A]["success"], img[A]["reason"]) == (3, 3, None)
+    assert img[A]["loop_time_s"] == pytest.approx(12.0)  # median of 10, 12, 20
+    assert img[A]["timesteps_per_s"] == pytest.approx(80.0)  # median of 100, 50, 80
+    b = img[B]
+    assert (b["n"], b["success"], b["runs"], b["excluded"]) == (3, 1, 4, 1)
+    assert b["reasons"] == {"success": 1, "gpu": 2, "infra": 1}
+    assert (b["reason"], b["evidence"]) == ("gpu", "GPU package missing")
+    assert b["timesteps_per_s"] is None  # no success reported it
+    assert (img[C]["reason"], img[C]["evidence"]) == ("mpi-singleton", "ev-2")  # 2 of 3 lines
+    assert img[C]["rate"] == 0.0 and img[C]["loop_time_s"] is None
+    assert (img[D]["reason"], img[D]["evidence"]) == ("mpi", "MPI_Init failed")  # 2 > 1 arch
+    assert (img[F]["n"], img[F]["rate"], img[F]["reason"]) == (0, None, "infra")
+    assert s["census"] == {
+        "lab": {
+            "manifests": "manifests.yaml",
+            "repeat": 3,
+            "seed": 11,
+            "images": [A, B, C, D, E, F],
+        }
+    }
+
+
+def test_measured_beside_expected_and_flag(census_dir: Path):
+    exp = report.summarize(report.load([census_dir]))["expected"]
+    # random: 1/10 measured, p = 19/48: P(X <= 0) = 0.0065, P(X <= 1) = 0.0489 -> [1, 7]
+    r = exp["random"]
+    assert r["measured"] == {"key": "random", "n": 10, "success": 1, "rate": 0.1}
+    assert r["interval95_counts"] == [1, 7]
+    assert r["interval95"] == pytest.approx([0.1, 0.7])
+    assert r["outside"] is False
+    # basic: 6/10 measured, p = 2/3 -> [4, 9]: inside
+    assert exp["basic"]["interval95_counts"] == [4, 9] and exp["basic"]["outside"] is False
+    # descriptive-mpi: p = 1 allows only 10/10; 7/10 (infra runs left out of n) is outside
+    d = exp["descriptive-mpi"]
+    assert d["measured"]["n"] == 10 and d["interval95_counts"] == [10, 10]
+    assert d["outside"] is True
+    # a mode without sampled runs has nothing to flag
+    assert exp["platform"]["measured"] is None and exp["platform"]["outside"] is None
+
+
+def test_flag_just_outside(tmp_path: Path):
+    out = tmp_path / "lab"
+    write_census(out)
+    write_sampled(out, "random", {"gpu": 10})  # 0/10 with p = 19/48: P(X <= 0) = 0.0065
+    exp = report.summarize(report.load([out]))["expected"]["random"]
+    assert exp["interval95_counts"] == [1, 7] and exp["outside"] is True
+
+
+def test_main_json_with_census(census_dir: Path, capsys):
+    assert report.main([str(census_dir)], as_json=True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"modes", "images", "expected"} <= set(data)
+    for m in data["modes"].values():
+        assert {"n", "success", "reasons"} <= set(m)
+    assert data["modes"]["descriptive-mpi"]["reasons"] == {"success": 7, "mpi": 3, "infra": 2}
+    assert data["modes"]["descriptive-mpi"]["n"] == 10
+    assert "census" not in data["modes"]
+    assert data["images"][B] == {**data["images"][B], "n": 3, "success": 1}
+    assert data["images"][B]["reasons"] == {"success": 1, "gpu": 2, "infra": 1}
+    for e in data["expected"].values():
+        assert {"rate", "candidates"} <= set(e)
+    assert data["expected"]["random"]["candidates"] == 6
+    assert data["expected"]["descriptive-basic"]["rate"] is None
+    names = {p.name for p in census_dir.iterdir()}
+    assert {"images.png", "images.svg", "failures.png"} <= names
+    assert "compare.png" not in names
+
+
+def test_census_files_and_console(census_dir: Path, tmp_path: Path):
+    df = report.load([census_dir])
+    s = report.summarize(df)
+    dest = tmp_path / "rep"
+    written = {p.name for p in report.write(df, s, dest)}
+    assert {"images.png", "images.svg"} <= written
+    md = (dest / "report.md").read_text()
+    assert "## Expected success rate from the census" in md
+    assert "| `random` | 6 | 2 | 39.6 % | 1/10 = 10.0 % | 1–7 of 10 | inside |" in md
+    assert "| `descriptive-mpi` | 1 | 0 | 100.0 % | 7/10 = 70.0 % | 10–10 of 10 | OUTSIDE |" in md
+    assert "| `openmpi-debian-gpu-11-amd64` | 4 | 3 | 1 | 33.3 % | gpu |" in md
+    assert "| `census`" not in md
+    rows = {r["key"]: r for r in csv.DictReader((dest / "report.csv").open())}
+    assert "census" not in rows
+    assert rows["descriptive-mpi"]["expected_outside"] == "true"
+    assert float(rows["basic"]["expected_rate"]) == pytest.approx(2 / 3)
+    console = Console(record=True, width=220)
+    report.render(s, console)
+    text = console.export_text()
+    assert "expected success rate from the census" in text and "OUTSIDE" in text
+    assert "census, outcome per image" in text and "GPU package missing" in text
+
+
+def test_failures_figure_markers_and_images_order(census_dir: Path):
+    from matplotlib.container import ErrorbarContainer
+
+    df = report.load([census_dir])
+    s = report.summarize(df)
+    plt, figs = report._figures(df, s)
+    try:
+        ax = figs["failures"].axes[0]
+        assert ax.get_xlabel() and ax.get_ylabel()
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(s["modes"])
+        assert all(float(t).is_integer() for t in ax.get_yticks())
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(bars) == 1
+        line = bars[0].lines[0]
+        # expected successes = rate x n: random 19/48 x 10, basic 2/3 x 10, descriptive-mpi 10
+        assert list(line.get_ydata()) == pytest.approx([190 / 48, 20 / 3, 10.0])
+        img = figs["images"].axes[0]
+        assert img.get_xlabel() and img.get_ylabel()
+        assert all(float(t).is_integer() for t in img.get_yticks())
+        assert [t.get_text() for t in img.get_xticklabels()] == [
+            "openmpi-debian-gpu-11-amd64",
+            "mpich-debian-12-amd64",
+            "none-debian-12-amd64",
+            "openmpi-debian-12-amd64",
+            "openmpi-debian-13-amd64",
+        ]
+    finally:
+        for f in figs.values():
+            plt.close(f)
+
+
+def test_census_json_that_is_not_one(tmp_path: Path):
+    out = tmp_path / "lab"
+    write_census(out)
+    (out / CENSUS_FILE).write_text('{"schema": "something/else", "modes": {}}')
+    with pytest.raises(HarnessError, match=r"census\.json is not a census file"):
+        report.load([out])
+    (out / CENSUS_FILE).write_text("{not json")
+    with pytest.raises(HarnessError, match=r"census\.json is not JSON"):
+        report.load([out])
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "before", tmp_path / "after"
+    fill(a, "basic", {"success": 3, "arch": 1})
+    fill(a, "descriptive-mpi", {"success": 20})
+    fill(a, "random", {"gpu": 2})
+    fill(b, "basic", {"success": 1, "arch": 3})
+    fill(b, "descriptive-mpi", {"success": 2, "mpi": 18, "infra": 5})
+    fill(b, "platform", {"success": 1})
+    return a, b
+
+
+def test_compare_deltas_and_overlap(two_runs):
+    a, b = two_runs
+    s = report.summarize(report.load([a, b]))
+    c = report.compare_outdirs(s)
+    assert list(c) == ["random", "basic", "platform", "descriptive-mpi"]
+    basic = c["basic"]
+    assert (basic["baseline_outdir"], basic["other_outdir"]) == ("before", "after")
+    assert (basic["baseline"], basic["other"]) == (0.75, 0.25)
+    assert basic["delta"] == pytest.approx(-0.5)
+    # Wilson: 3/4 -> [0.301, 0.954], 1/4 -> [0.046, 0.699]: they overlap
+    assert basic["overlap"] is True
+    d = c["descriptive-mpi"]
+    # 20/20 -> [0.839, 1], 2/20 (infra left out of n) -> [0.028, 0.301]: they do not
+    assert d["other_n"] == 20 and d["delta"] == pytest.approx(-0.9)
+    assert d["overlap"] is False
+    assert c["platform"]["baseline"] is None and c["platform"]["delta"] is None
+    assert c["platform"]["overlap"] is None and c["platform"]["other"] == 1.0
+    assert c["random"]["other"] is None and c["random"]["baseline"] == 0.0
+
+
+def test_compare_three_outdirs_keys(two_runs, tmp_path: Path):
+    a, b = two_runs
+    c3 = tmp_path / "third"
+    fill(c3, "basic", {"success": 4})
+    c = report.compare_outdirs(report.summarize(report.load([a, b, c3])))
+    assert "after:basic" in c and "third:basic" in c
+    assert c["third:basic"]["delta"] == pytest.approx(0.25)
+    assert all(v["baseline_outdir"] == "before" for v in c.values())
+
+
+def test_main_compare(two_runs, tmp_path: Path, capsys):
+    a, b = two_runs
+    dest = tmp_path / "cmp"
+    assert report.main([str(a), str(b)], True, str(dest), compare=True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["compare"]["basic"] == {
+        **data["compare"]["basic"],
+        "baseline": 0.75,
+        "other": 0.25,
+        "delta": -0.5,
+        "overlap": True,
+    }
+    assert json.loads((dest / "report.json").read_text())["compare"] == data["compare"]
+    assert (dest / "compare.png").read_bytes()[:8] == PNG_MAGIC
+    assert b"<svg" in (dest / "compare.svg").read_bytes()[:2000]
+    md = (dest / "report.md").read_text()
+    assert (
+        "| `descriptive-mpi` | before | after | 100.0 % (n=20) | 10.0 % (n=20) | -90.0 pp | NO |"
+        in md
+    )
+    assert report.main([str(a), str(b)], False, str(dest), compare=True) == 0
+    text = capsys.readouterr().out
+    assert "comparison" in text and "-50.0 pp" in text
+    with pytest.raises(HarnessError, match="--compare needs at least two"):
+        report.main([str(a)], False, str(dest), compare=True)
+
+
+# --------------------------------------------------------------------------- filters, FoM
+
+
+def test_filter_modes_keeps_census(census_dir: Path):
+    df = report.filter_rows(report.load([census_dir]), modes=["basic"])
+    s = report.summarize(df)
+    assert list(s["modes"]) == ["basic"]
+    assert list(s["expected"]) == ["basic"]
+    assert s["expected"]["basic"]["rate"] == pytest.approx(2 / 3)
+    assert s["images"][A]["n"] == 3  # census rows are kept
+    assert s["filters"] == {"modes": ["basic"]}
+    assert s["outdirs"][0]["records"] == 16 + 10 + 10 + 12
+    assert s["outdirs"][0]["kept"] == 16 + 10
+
+
+def test_filter_images_limits_candidates(census_dir: Path):
+    tags = ["openmpi-debian-12-amd64", C]  # a tag or a full name
+    s = report.summarize(report.filter_rows(report.load([census_dir]), images=tags))
+    assert list(s["images"]) == [C, A]
+    # random's candidates become A and C: (1 + 0) / 2
+    assert s["expected"]["random"]["rate"] == pytest.approx(0.5)
+    assert s["expected"]["random"]["candidates"] == 2
+    assert s["expected"]["random"]["missing"] == 0
+    assert s["expected"]["platform"]["rate"] == 0.0  # only C is left of B, C, D
+    # sampled rows: only the successes ran A
+    assert (s["modes"]["random"]["n"], s["modes"]["random"]["success"]) == (1, 1)
+    assert s["modes"]["descriptive-mpi"]["reasons"] == {"success": 7}
+
+
+def test_filter_reasons(census_dir: Path):
+    s = report.summarize(report.filter_rows(report.load([census_dir]), reasons=["success", "gpu"]))
+    assert s["modes"]["random"]["reasons"] == {"success": 1, "gpu": 9}
+    assert s["modes"]["basic"]["rate"] == 1.0  # the arch failures are left out
+    assert C not in s["images"]
+    assert s["images"][B]["reasons"] == {"success": 1, "gpu": 2}
+
+
+def test_main_filters(census_dir: Path, tmp_path: Path, capsys):
+    report.main([str(census_dir)], True, str(tmp_path / "f"), modes=["random"], reasons=["gpu"])
+    data = json.loads(capsys.readouterr().out)
+    assert list(data["modes"]) == ["random"]
+    assert data["modes"]["random"] == {**data["modes"]["random"], "n": 9, "success": 0}
+
+
+def test_export_fom_fallback_units(census_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.delattr(application, "figure_units", raising=False)
+    path = tmp_path / "fom" / "figures.csv"
+    report.main([str(census_dir)], True, str(tmp_path / "r"), export_fom=path)
+    capsys.readouterr()
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0]) == report.FOM_COLUMNS
+    # census: A 3 x 2 figures, B 1 x 1 (loop time); sampled successes: 14 x 1 (loop time)
+    assert len(rows) == 6 + 1 + 14
+    a0 = [r for r in rows if r["mode"] == "census" and r["iteration"] == "0"]
+    assert [(r["figure"], r["value"], r["unit"]) for r in a0] == [
+        ("loop_time_s", "10.0", "s"),
+        ("timesteps_per_s", "100.0", "timesteps/s"),
+    ]
+    assert a0[0]["outdir"] == "lab" and a0[0]["image"] == A
+    # filtered rows are not exported
+    report.main([str(census_dir)], True, str(tmp_path / "r"), modes=["basic"], export_fom=path)
+    capsys.readouterr()
+    modes = {r["mode"] for r in csv.DictReader(path.open())}
+    assert modes == {"basic", "census"}
+
+
+def test_export_fom_asks_application_for_units(census_dir: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(
+        application, "figure_units", lambda: {"loop_time_s": "seconds"}, raising=False
+    )
+    df = report.load([census_dir], fom=True)
+    path = report.export_figures(df, tmp_path / "f.csv")
+    units = {(r["figure"], r["unit"]) for r in csv.DictReader(path.open())}
+    assert ("loop_time_s", "seconds") in units
+    assert ("timesteps_per_s", "timesteps/s") in units  # from the fallback
+    with pytest.raises(HarnessError, match="fom=True"):
+        report.export_figures(report.load([census_dir]), tmp_path / "g.csv")
+
+
+def test_two_censuses_keep_their_own_expected_rates(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_census(a)
+    # b: the same images, but A fails there too: basic = (0 + 1/3) / 2
+    runs = [(A, "arch", "exec format error", {}) if r[0] == A else r for r in CENSUS_RUNS]
+    write_census(b, runs=runs)
+    s = report.summarize(report.load([a, b]))
+    assert s["expected"]["a:basic"]["rate"] == pytest.approx(2 / 3)
+    assert s["expected"]["b:basic"]["rate"] == pytest.approx(1 / 6)
+    assert f"a:{A}" in s["images"] and f"b:{A}" in s["images"]
+    assert s["images"][f"b:{A}"]["reason"] == "arch"
+
+
+def test_render_narrow_console_splits_census_tables(census_dir: Path):
+    s = report.summarize(report.load([census_dir]))
+    console = Console(record=True, width=80)
+    report.render(s, console)
+    text = console.export_text()
+    assert "measured against the expected rate" in text  # its own table when narrow
+    assert "census, evidence and figures of merit" in text
+    assert "7/10 = 70.0 %" in text and "OUTSIDE" in text and "GPU package missing" in text
+    assert all(len(line) <= 80 for line in text.splitlines())

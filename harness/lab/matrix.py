@@ -42,6 +42,7 @@ class LabImage:
     parent: str | None = None
     foreign: bool = False
     recipe: str | None = None
+    recipe_packages: tuple[str, ...] = ()
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     command: tuple[str, ...] = ("lmp", "-in", "in.lj")
     expect: str = ""
@@ -107,6 +108,11 @@ def load_matrix(path: Path | None = None) -> Matrix:
                 raise HarnessError(
                     f"{path}: {tag}: files[{fpath!r}] needs an absolute path and content"
                 )
+        recipe_packages = entry.get("recipe_packages") or []
+        if not isinstance(recipe_packages, list) or not all(
+            isinstance(p, str) for p in recipe_packages
+        ):
+            raise HarnessError(f"{path}: {tag}: recipe_packages must be a list of strings")
         command = entry.get("command") or ["lmp", "-in", "in.lj"]
         if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
             raise HarnessError(f"{path}: {tag}: command must be a list of strings")
@@ -119,6 +125,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
                 parent=parent,
                 foreign=bool(entry.get("foreign", False)),
                 recipe=entry.get("recipe"),
+                recipe_packages=tuple(recipe_packages),
                 files=dict(files),
                 command=tuple(command),
                 expect=str(entry.get("expect", "")),

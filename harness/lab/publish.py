@@ -41,10 +41,10 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
-from harness.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
 from harness.errors import HarnessError
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
+from harness.select.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
 
 COMPSPEC_MEDIA_TYPE = MEDIA_TYPES[0]  # as the reference experiment stored its artifacts
 MANIFEST_ACCEPT = ", ".join(

@@ -31,14 +31,15 @@ from pathlib import Path
 
 import yaml
 
-from harness import matching
-from harness.artifacts import ArtifactStore
+from harness import records
 from harness.errors import HarnessError
-from harness.host import ARCH, GPU, LIBC, VENDOR, VERSION
-from harness.host import MPI_IMPL as MPI
-from harness.manifest import Image
-from harness.matching import normalise_arch
-from harness.modes import Mode
+from harness.select import matching
+from harness.select.artifacts import ArtifactStore
+from harness.select.host import ARCH, GPU, LIBC, VENDOR, VERSION
+from harness.select.host import MPI_IMPL as MPI
+from harness.select.manifest import Image
+from harness.select.modes import Mode
+from harness.system import normalise_arch
 
 # The reference experiment's Flux views (run_experiments.py): OS, version as compspec says it.
 REFERENCE_VIEWS = (("rocky", "9.3"), ("rocky", "8.9"), ("ubuntu", "20.04"), ("ubuntu", "22.04"))
@@ -157,47 +158,57 @@ def reference(
     if not pool:
         raise HarnessError(f"predict: no image of the host's architecture {arch}")
     results = []
-    for name in ("basic", "platform", "platform-version"):
-        if name not in modes:
-            continue
-        pred = ModePrediction(name)
-        for image in pool:
-            a = attrs[image]
-            vendor, version = a.get(VENDOR, ""), a.get(VERSION, "")
-            if name == "basic":
-                views = [("ubuntu", "22.04")]
-            elif name == "platform":
-                views = [v for v in REFERENCE_VIEWS if v[0] == vendor]
-            else:
-                views = [
-                    v
-                    for v in REFERENCE_VIEWS
-                    if v[0] == vendor and matching.compare("version", v[1], version)
-                ]
-            views = views or [("ubuntu", "22.04")]  # an OS without a view: the default one
-            for v in views:
-                pred.add(1 / len(pool) / len(views), *rule_outcome(a, _view(*v, arch, gpu)))
-        results.append(pred)
-    for name in ("descriptive-basic", "descriptive-mpi"):
-        if name not in modes:
-            continue
-        # A view without a matching image yields no run in the reference (it draws again),
-        # so the prediction is over the views that have candidates.
-        pairs = []
-        for vendor, version in REFERENCE_VIEWS:
-            view_host = dict(host, **{VENDOR: vendor, VERSION: version})
-            verdicts = matching.judge(images, modes[name], view_host, store)
-            allowed = [v for v in verdicts if v.ok]
-            if allowed:
-                pairs.append((_view(vendor, version, arch, gpu), allowed))
-        pred = ModePrediction(name)
-        for env, allowed in pairs:
-            for v in allowed:
-                pred.add(1 / len(pairs) / len(allowed), *_outcome(attrs, v.image.name, env))
-        if not pairs:
-            pred.add(1.0, "no-candidate", "no image matches any Flux view")
-        results.append(pred)
+    for name, mode in modes.items():  # in the modes data's order
+        if name in VIEW_BY_IMAGE:
+            results.append(_view_per_image(name, pool, attrs, arch, gpu))
+        else:
+            results.append(_descriptive(name, mode, images, attrs, store, host, arch, gpu))
     return results
+
+
+# The reference's modes that pair each image with a view chosen from the image's own
+# attributes; every other mode (its descriptive ones, and a user's) picks a view, then images.
+VIEW_BY_IMAGE = ("basic", "platform", "platform-version")
+
+
+def _view_per_image(name, pool, attrs, arch, gpu) -> ModePrediction:
+    pred = ModePrediction(name)
+    for image in pool:
+        a = attrs[image]
+        vendor, version = a.get(VENDOR, ""), a.get(VERSION, "")
+        if name == "basic":
+            views = [("ubuntu", "22.04")]
+        elif name == "platform":
+            views = [v for v in REFERENCE_VIEWS if v[0] == vendor]
+        else:
+            views = [
+                v
+                for v in REFERENCE_VIEWS
+                if v[0] == vendor and matching.compare("version", v[1], version)
+            ]
+        views = views or [("ubuntu", "22.04")]  # an OS without a view: the default one
+        for v in views:
+            pred.add(1 / len(pool) / len(views), *rule_outcome(a, _view(*v, arch, gpu)))
+    return pred
+
+
+def _descriptive(name, mode, images, attrs, store, host, arch, gpu) -> ModePrediction:
+    # A view without a matching image yields no run in the reference (it draws again),
+    # so the prediction is over the views that have candidates.
+    pairs = []
+    for vendor, version in REFERENCE_VIEWS:
+        view_host = dict(host, **{VENDOR: vendor, VERSION: version})
+        verdicts = matching.judge(images, mode, view_host, store)
+        allowed = [v for v in verdicts if v.ok]
+        if allowed:
+            pairs.append((_view(vendor, version, arch, gpu), allowed))
+    pred = ModePrediction(name)
+    for env, allowed in pairs:
+        for v in allowed:
+            pred.add(1 / len(pairs) / len(allowed), *_outcome(attrs, v.image.name, env))
+    if not pairs:
+        pred.add(1.0, "no-candidate", "no image matches any Flux view")
+    return pred
 
 
 def on_host(
@@ -234,7 +245,6 @@ def on_host(
 
 def measured(paths: list[Path]) -> dict[str, Counter]:
     """Observed outcomes per mode: harness outdirs, or the reference experiment's csv."""
-    from harness import records
 
     out: dict[str, Counter] = defaultdict(Counter)
     for path in paths:
@@ -250,10 +260,8 @@ def measured(paths: list[Path]) -> dict[str, Counter]:
                     reason = PUBLISHED_REASONS.get(row["reason"], row["reason"])
                     out[row["experiment"]][reason] += 1
         elif records.records_path(path).is_file():
-            for rec in records.iter_raw(path):
-                if "mode" not in rec or "reason" not in rec:
-                    raise HarnessError(f"predict: {records.records_path(path)} holds a non-record")
-                out[rec["mode"]][rec["reason"]] += 1
+            for rec in records.read(path):
+                out[rec.mode][rec.reason] += 1
         else:
             raise HarnessError(f"predict: {path} is neither a harness outdir nor a results csv")
     return out

@@ -1,11 +1,13 @@
-"""What every executor takes and gives back."""
+"""What every executor takes and gives back, and how it declares its own options."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from harness.judge.faults import Fault
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,34 @@ class JobResult:
     queue_s: float
     run_s: float
     events: list[dict] = field(default_factory=list)
+    fault: Fault | None = None  # what the executor knows besides the output (typed)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of an executor: `--flag` on `harness run`, `field` in the
+    executor's constructor. `kwargs` go to argparse's add_argument (help text required)."""
+
+    flag: str
+    field: str
+    help: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
 
 
 class Executor(Protocol):
     name: str
     launcher: str
     needs_sif: bool  # False: the executor's nodes pull the image themselves (MiniCluster)
+    OPTIONS: ClassVar[tuple[Option, ...]]
 
     def preflight(self) -> None:
         """Raise HarnessError when what the executor needs is missing."""
 
     def run(self, job: Job) -> JobResult: ...
+
+    def cancel_all(self) -> None:
+        """Stop every job in flight (the run is being interrupted)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
+from harness.files import read_input
 
 # libyaml's loader when PyYAML was built with it: a 10,000-image manifest loads 10x faster.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -16,7 +17,15 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_COMMAND = ("lmp", "-in", "in.lj")
 RUN_FIELDS = {"command", "workdir", "mpi_model", "flux"}
 KNOWN_FIELDS = {"name", "artifact"} | RUN_FIELDS
-MPI_MODELS = ("hybrid", "bind")
+# bind (the default): the host's MPI library bound into the image; hybrid: the image's own MPI.
+MPI_MODELS = ("bind", "hybrid")
+# Keys of the per-image `flux` settings (manifest field `flux:`), with their meaning; read by
+# the Flux executor.
+FLUX_SETTINGS = {
+    "shell_options": "mapping of Flux shell options set in the jobspec, e.g. {pmi: pmix}",
+    "env": "mapping of extra environment variables for the job",
+    "bind_pmi": "bind Flux's PMI library directory into the container (default true)",
+}
 
 
 @dataclass(frozen=True)
@@ -31,12 +40,7 @@ class Image:
 
 def load(path: str | Path) -> list[Image]:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise HarnessError(f"manifest {path}: no such file") from None
-    except OSError as exc:
-        raise HarnessError(f"manifest {path}: {exc.strerror}") from None
+    text = read_input(path, "manifest")
     try:
         data = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
@@ -84,15 +88,13 @@ def _entry(path: Path, index: int, raw: object) -> Image:
         raise HarnessError(f"{where} field 'mpi_model' must be one of {', '.join(MPI_MODELS)}")
     flux = raw.get("flux")
     if flux is not None:
-        from harness.executors.flux import IMAGE_SETTINGS
-
         if not isinstance(flux, dict):
             raise HarnessError(f"{where} field 'flux' must be a mapping")
-        unknown = sorted(set(flux) - set(IMAGE_SETTINGS))
+        unknown = sorted(set(flux) - set(FLUX_SETTINGS))
         if unknown:
             raise HarnessError(
                 f"{where} field 'flux' has unknown key(s): {', '.join(map(str, unknown))} "
-                f"(known: {', '.join(IMAGE_SETTINGS)})"
+                f"(known: {', '.join(FLUX_SETTINGS)})"
             )
     artifact = artifact.strip() if artifact else None
     if artifact and artifact.endswith(".json") and not Path(artifact).is_absolute():

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from harness.errors import HarnessError
+from harness.files import atomic_write
 
 # compspec-go used the first before its rename to compspec (2024-02), the second after it.
 MEDIA_TYPES = ("application/org.supercontainers.compspec", "application/org.compspec")
@@ -73,6 +73,10 @@ def tls_verify() -> bool | str:
     return str(SYSTEM_CA_BUNDLE) if SYSTEM_CA_BUNDLE.is_file() else True
 
 
+class RegistryUnreachable(HarnessError):
+    """The registry did not answer at all: an outage, not a verdict on an image."""
+
+
 def probe_registry(ref: str) -> None:
     """Fail at once when the registry of a reference does not answer at all.
 
@@ -84,7 +88,9 @@ def probe_registry(ref: str) -> None:
     try:
         requests.get(f"https://{host}/v2/", timeout=10, verify=tls_verify())
     except requests.RequestException as exc:
-        raise HarnessError(f"registry {host} is unreachable ({type(exc).__name__})") from None
+        raise RegistryUnreachable(
+            f"registry {host} is unreachable ({type(exc).__name__})"
+        ) from None
 
 
 def _digest(data: bytes) -> str:
@@ -142,7 +148,7 @@ class ArtifactStore:
             return Artifact(ref, _digest(data), parse(data, where), f"cache:{path}")
         data = self._fetch(where, ref)
         flat = parse(data, where)  # validate before caching: a bad artifact is never cached
-        _write_atomic(path, data)
+        atomic_write(path, data)
         return Artifact(ref, _digest(data), flat, f"registry:{ref}")
 
     def _fetch(self, where: str, ref: str) -> bytes:
@@ -175,15 +181,3 @@ class ArtifactStore:
         if _digest(data) != layers[0]["digest"]:
             raise HarnessError(f"{where}: artifact {ref} does not match its digest")
         return data
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

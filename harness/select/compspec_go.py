@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.modes import Mode
+from harness.files import last_line
+from harness.select.modes import Mode
 
 ENV_BINARY = "HARNESS_COMPSPEC"
 MATCHES_MARKER = "--- Found matches ---"
@@ -117,8 +118,7 @@ def write_schema_graph(path: str | Path, roots: tuple[str, ...] = SCHEMA_ROOTS) 
 
 
 def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return GO_LOG_PREFIX.sub("", lines[-1]) if lines else ""
+    return GO_LOG_PREFIX.sub("", last_line(text))
 
 
 def parse(argv: list[str], returncode: int, stdout: str, stderr: str) -> Result:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from harness.errors import HarnessError
-from harness.matching import normalise_arch
-from harness.modes import comparators
+from harness.files import read_input
+from harness.mpi import launcher_mpi
+from harness.select.modes import comparators
+from harness.system import normalise_arch, parse_os_release
 
 ARCH = "io.archspec.cpu.target"
 VENDOR = "org.supercontainers.os.vendor"
@@ -29,46 +29,7 @@ GPU_DEVICES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")
 
 
 def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip().strip('"')
-    return values
-
-
-def parse_mpi_version(output: str) -> tuple[str, str] | None:
-    """(implementation, version) from an MPI launcher's `--version`, read the way compspec-go's
-    library extractor reads it (and spelled as it spells them)."""
-    for line in output.splitlines():
-        line = line.strip()
-        if "Open MPI" in line:
-            return "OpenMPI", line.split(" ")[-1]
-        if "Intel" in line:
-            m = re.search(r"Version (\S+) ", line)
-            return ("intel-mpi", m[1]) if m else None
-        if "Version:" in line:
-            return "mpich", line.split(" ")[-1]
-    return None
-
-
-def launcher_mpi(launcher: str) -> tuple[str, str]:
-    """(implementation, version) of the host's MPI launcher."""
-    path = shutil.which(launcher)
-    if path is None:
-        raise HarnessError(f"MPI launcher {launcher!r} not found on PATH")
-    try:
-        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        raise HarnessError(
-            f"MPI launcher {launcher!r}: `--version` did not answer in 30 s"
-        ) from None
-    found = parse_mpi_version(proc.stdout + proc.stderr)
-    if found is None:
-        raise HarnessError(
-            f"MPI launcher {launcher!r}: cannot tell its implementation from --version"
-        )
-    return found
+    return parse_os_release(path.read_text())
 
 
 def glibc_version() -> str:
@@ -109,11 +70,10 @@ def detect(launcher: str) -> dict[str, str]:
 def load(path: str | Path) -> dict[str, str]:
     """A host description file (JSON or YAML, flat mapping of known attribute keys)."""
     path = Path(path)
+    text = read_input(path, "host file")
     try:
         # Every scalar as written: an unquoted version 22.10 must not become the float 22.1.
-        data = yaml.load(path.read_text(), Loader=yaml.BaseLoader)  # YAML is a superset of JSON
-    except OSError as exc:
-        raise HarnessError(f"host file {path}: {exc.strerror}") from None
+        data = yaml.load(text, Loader=yaml.BaseLoader)  # YAML is a superset of JSON
     except yaml.YAMLError:
         raise HarnessError(f"host file {path}: neither JSON nor YAML") from None
     if not isinstance(data, dict):

@@ -13,8 +13,9 @@ submit, alloc, start and finish (queue time and run time are separate).
 
 Faults are results, not crashes: a job with no `start` event within `start_timeout_s` of its
 submission (waiting for resources, a dependency, or held) is cancelled, and an instance lost while
-a job is followed (broker killed, connection closed) ends that job's result; either way one
-`flux executor: ...` line in the job's stderr is the evidence and the exit code is unknown. After
+a job is followed (broker killed, connection closed) ends that job's result; either way the
+result carries a typed Fault (start-timeout, lost-instance; a cancel by someone else: cancelled)
+and the exit code is unknown. After
 a loss, the next run() raises a HarnessError: the run stops and a rerun against a new instance
 resumes from the records.
 
@@ -33,15 +34,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from harness import records, runtime
 from harness.errors import HarnessError
-from harness.executors.base import Job, JobResult
-from harness.executors.local import MPI_SONAMES, OPENMPI_ROOT_ENV, host_library
+from harness.judge.faults import Fault
+from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, host_library
+from harness.run import runtime
+from harness.run.executors.base import Job, JobResult, Option
+from harness.select.manifest import FLUX_SETTINGS as IMAGE_SETTINGS
 
 # Directories never bound whole into a container: they hold the image's own C library.
 SYSTEM_LIB_DIRS = {
@@ -55,13 +58,8 @@ SYSTEM_LIB_DIRS = {
     "/lib/x86_64-linux-gnu",
     "/lib/aarch64-linux-gnu",
 }
-# Keys of the per-image `flux` settings (manifest field `flux:`), with their meaning.
-IMAGE_SETTINGS = {
-    "shell_options": "mapping of Flux shell options set in the jobspec, e.g. {pmi: pmix}",
-    "env": "mapping of extra environment variables for the job",
-    "bind_pmi": "bind Flux's PMI library directory into the container (default true)",
-}
-DETACH_FILE = "flux-detached.json"
+DETACH_FILE = "flux-detached.json"  # the detached harness jobs of an outdir, one per line
+
 # Job state after each main-eventlog event that changes it (RFC 21), for the start timeout line.
 _STATE_AFTER = {
     "submit": "NEW",
@@ -229,6 +227,28 @@ class FluxExecutor:
     start_timeout_s: float | None = 600.0
     name: str = field(default="flux", init=False)
     needs_sif: bool = field(default=True, init=False)
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("--flux-uri", "uri", "the Flux instance (default: $FLUX_URI)"),
+        Option("--nodes", "nodes", "spread each job over exactly this many nodes", {"type": int}),
+        Option(
+            "--cores-per-task", "cores_per_task", "cores Flux allocates per rank", {"type": int}
+        ),
+        Option(
+            "--flux-output",
+            "output",
+            "file: jobs write the logs (outdir shared with the nodes); kvs: the harness does",
+            {"choices": ["file", "kvs"]},
+        ),
+        Option("--contain", "contain", "apptainer --contain", {"action": "store_true"}),
+        Option(
+            "--start-timeout",
+            "start_timeout_s",
+            "cancel a job that has not started after this many seconds, queue wait included "
+            "(default 600; 0: wait forever, e.g. with --max-concurrent above what the instance "
+            "holds)",
+            {"type": float},
+        ),
+    )
 
     def __post_init__(self):
         if self.output not in ("file", "kvs"):
@@ -290,7 +310,7 @@ class FluxExecutor:
             binds += pmi_binds(self._pmi)
         binds.append("{{tmpdir}}")  # the job shell expands it; Open MPI's shm backing dir
         if job.mpi_model == "bind":
-            lib = host_library(MPI_SONAMES["OpenMPI"])
+            lib = host_library(SONAMES["OpenMPI"])
             binds.append(f"{lib.resolve()}:{lib}")
         binds += list(self.extra_binds)
         for spec in binds:
@@ -368,6 +388,12 @@ class FluxExecutor:
         end = trace.lost_at
         exit_code, sig = (None, None) if trace.status is None else _wait_status(trace.status)
         timed_out = any(e["context"].get("type") == "timeout" for e in trace.exceptions)
+        fault = trace.fault
+        cancels = [e for e in trace.exceptions if e["context"].get("type") == "cancel"]
+        if fault is None and cancels:
+            # not cancelled by this harness (its own cancels set a fault first): someone else
+            note = cancels[0]["context"].get("note") or "no note"
+            fault = Fault("cancelled", f"flux: job {jobid.f58} cancelled by another user: {note}")
         submit = stamps.get("submit")
         began = stamps.get("alloc")
         end_queue = began if began is not None else stamps.get("clean", end or submit)
@@ -384,6 +410,7 @@ class FluxExecutor:
             queue_s=queue_s,
             run_s=run_s,
             events=trace.events,
+            fault=fault,
         )
 
     def _follow(self, flux, h, jobid, watcher, trace: _Trace) -> bool:
@@ -418,9 +445,10 @@ class FluxExecutor:
             pass
         limit = f"{self.start_timeout_s:g} s"
         waiting = _WAITING_FOR.get(state)
-        trace.notes.append(
+        trace.fault = Fault(
+            "start-timeout",
             f"flux executor: job {jobid.f58} failed to start within {limit} "
-            f"(state {state}{': ' + waiting if waiting else ''}): cancelled"
+            f"(state {state}{': ' + waiting if waiting else ''}): cancelled",
         )
         trace.events.append(
             {
@@ -442,7 +470,9 @@ class FluxExecutor:
         gone = _unreachable(h)
         if gone is None:
             why = _why(exc)
-            trace.notes.append(f"flux executor: error: lost the eventlog of job {jobid.f58}: {why}")
+            trace.fault = Fault(
+                "lost-instance", f"flux executor: lost the eventlog of job {jobid.f58}: {why}"
+            )
             trace.events.append({"name": "lost-eventlog", "timestamp": trace.lost_at, "error": why})
             with contextlib.suppress(OSError):
                 flux.job.cancel(h, jobid, "harness: lost the job's eventlog")
@@ -451,8 +481,9 @@ class FluxExecutor:
             watcher.needs_cancel = False  # nothing to cancel on a dead connection
         uri = self.uri or os.environ.get("FLUX_URI")
         target = f"Flux instance at {uri}" if uri else "Flux system instance"
-        trace.notes.append(
-            f"flux executor: error: lost the Flux instance while following job {jobid.f58}: {gone}"
+        trace.fault = Fault(
+            "lost-instance",
+            f"flux executor: lost the Flux instance while following job {jobid.f58}: {gone}",
         )
         trace.events.append(
             {"name": "lost-instance", "timestamp": trace.lost_at, "error": gone, "uri": uri}
@@ -502,15 +533,6 @@ class FluxExecutor:
                 f"{e['timestamp'] - t0:.3f}s: job.exception {jobid.f58} "
                 f"type={c.get('type')} severity={c.get('severity')} {c.get('note', '')}"
             )
-        if trace.notes:
-            body = stderr.read_bytes()
-            if body and not body.endswith(b"\n"):
-                body += b"\n"
-            head = "".join(line + "\n" for line in trace.notes).encode()
-            # a new file, renamed over: a job shell still writing writes to the old one
-            fresh = stderr.with_name(f".{stderr.name}.{os.getpid()}.{threading.get_ident()}")
-            fresh.write_bytes(head + body)
-            os.replace(fresh, stderr)
         if tail:
             with stderr.open("a", encoding="utf-8") as fh:
                 fh.write("".join(line + "\n" for line in tail))
@@ -526,7 +548,7 @@ class _Trace:
     exceptions: list[dict] = field(default_factory=list)
     status: int | None = None
     state: str = "NEW"
-    notes: list[str] = field(default_factory=list)  # the executor's fault lines: head job.stderr
+    fault: Fault | None = None  # what the executor itself saw go wrong
     lost_at: float | None = None
 
     def add(self, ev) -> None:
@@ -631,18 +653,7 @@ def detach(
     return jobid.f58
 
 
-@dataclass
-class ModeStatus:
-    mode: str
-    done: int
-    target: int | None
-    reasons: Counter
-    last: str | None
-    job: str | None = None
-    state: str | None = None
-
-
-def _job_states(entries: list[dict]) -> dict[str, str]:
+def job_states(entries: list[dict]) -> dict[str, str]:
     """State of each detached harness job, when an instance is reachable (else nothing)."""
     if not entries:
         return {}
@@ -663,62 +674,3 @@ def _job_states(entries: list[dict]) -> dict[str, str]:
                 state = info.get("result", state)
             states[e["jobid"]] = state
     return states
-
-
-def status_rows(outdir: Path) -> list[ModeStatus]:
-    """Progress of a run directory: per mode, the iterations recorded, the target (when the run
-    was detached) and the count of each reason, from the records alone."""
-    outdir = Path(outdir)
-    if not outdir.is_dir():
-        raise HarnessError(f"status: {outdir} is not a directory")
-    rows: dict[str, ModeStatus] = {}
-    for rec in records.iter_raw(outdir):
-        mode = rec.get("mode", "?")
-        row = rows.setdefault(mode, ModeStatus(mode, 0, None, Counter(), None))
-        row.done += 1
-        row.reasons[rec.get("reason", "?")] += 1
-        if rec.get("started_at") and (row.last is None or rec["started_at"] > row.last):
-            row.last = rec["started_at"]
-    entries = []
-    detached = outdir / DETACH_FILE
-    if detached.is_file():
-        for line in detached.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    states = _job_states(entries)
-    for e in entries:
-        mode = e.get("mode", "?")
-        row = rows.setdefault(mode, ModeStatus(mode, 0, None, Counter(), None))
-        row.target = e.get("iters")
-        row.job = e["jobid"]
-        row.state = states.get(e["jobid"])
-    return sorted(rows.values(), key=lambda r: r.mode)
-
-
-def status(outdir: Path) -> str:
-    """`harness status OUTDIR`: a plain-text table of status_rows()."""
-    rows = status_rows(outdir)
-    if not rows:
-        return f"{outdir}: no records yet"
-    header = ["mode", "done", "of", "reasons", "last started", "flux job", "state"]
-    table = [header]
-    for r in rows:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items())) or "-"
-        table.append(
-            [
-                r.mode,
-                str(r.done),
-                str(r.target) if r.target else "-",
-                reasons,
-                r.last or "-",
-                r.job or "-",
-                r.state or "-",
-            ]
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    )

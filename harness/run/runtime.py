@@ -17,8 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.artifacts import probe_registry, tls_verify, user_cache
 from harness.errors import HarnessError
+from harness.select.artifacts import (
+    RegistryUnreachable,
+    probe_registry,
+    tls_verify,
+    user_cache,
+)
 
 SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
 SCHEMES = ("oras://", "docker://", "library://", "https://", "shub://")
@@ -31,6 +36,7 @@ class Pulled:
     seconds: float
     cached: bool
     error: str = ""  # the puller's own message when the pull failed
+    unreachable: bool = False  # the registry did not answer: an outage, not the image
 
 
 def executable() -> str:
@@ -44,6 +50,11 @@ def executable() -> str:
                 )
             return path
     raise HarnessError("no container runtime: neither apptainer nor singularity is on PATH")
+
+
+def is_local(name: str) -> bool:
+    """A SIF file named by its path (a registry reference always has a tag or digest)."""
+    return name.endswith(".sif") and ":" not in name.rsplit("/", 1)[-1]
 
 
 class ImageCache:
@@ -61,7 +72,7 @@ class ImageCache:
 
     def check_registries(self, names: list[str]) -> None:
         """Fail the whole run, not each iteration, when a registry does not answer at all."""
-        remote = [n for n in names if not n.startswith(SCHEMES) and not n.endswith(".sif")]
+        remote = [n for n in names if not n.startswith(SCHEMES) and not is_local(n)]
         for host in sorted({n.split("/", 1)[0] for n in remote}):
             probe_registry(host + "/")
 
@@ -88,13 +99,22 @@ class ImageCache:
 
     def pull(self, name: str) -> Pulled:
         start = time.perf_counter()
-        if name.endswith(".sif") and Path(name).is_file():  # a local image: nothing to pull
-            return Pulled(Path(name), None, time.perf_counter() - start, True)
+        if is_local(name):  # a local image: nothing to pull
+            if Path(name).is_file():
+                return Pulled(Path(name), None, time.perf_counter() - start, True)
+            return Pulled(None, None, 0.0, False, f"pull {name}: no such file")
         try:
             uri, digest = self.resolve(name)
         except Exception as exc:  # registry said no, or was unreachable: the pull failed
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return Pulled(None, None, time.perf_counter() - start, False, f"pull {name}: {text}")
+            return Pulled(
+                None,
+                None,
+                time.perf_counter() - start,
+                False,
+                f"pull {name}: {text}",
+                unreachable=isinstance(exc, RegistryUnreachable),
+            )
         key = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
         if digest:
             key += "@" + digest.split(":", 1)[-1][:16]

@@ -22,11 +22,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from harness.errors import HarnessError
-from harness.executors.base import Job, JobResult
+from harness.judge.faults import Fault
+from harness.run.executors.base import Job, JobResult, Option
 
 GROUP, VERSION, PLURAL = "flux-framework.org", "v1alpha2", "miniclusters"
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -139,6 +141,19 @@ class MiniClusterExecutor:
     poll_s: float = 2.0
     name: str = field(default="minicluster", init=False)
     needs_sif: bool = field(default=False, init=False)
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("--namespace", "namespace", "Kubernetes namespace (default: default)"),
+        Option("--size", "size", "pods per MiniCluster (default 1)", {"type": int}),
+        Option("--flux-view", "flux_view", "the Flux view image mounted into the application"),
+        Option("--crd", "crd", "Flux Operator CRD version", {"choices": list(CRD_VARIANTS)}),
+        Option("--kubeconfig", "kubeconfig", "kubeconfig file (default: in-cluster, then ~/.kube)"),
+        Option(
+            "--dry-run",
+            "dry_run",
+            "write each iteration's MiniCluster YAML instead of applying it",
+            {"action": "store_true"},
+        ),
+    )
 
     def __post_init__(self):
         self._local = threading.local()
@@ -240,7 +255,7 @@ class MiniClusterExecutor:
                 timed_out=False,
                 queue_s=0.0,
                 run_s=0.0,
-                events=[{"name": "dry-run", "minicluster": str(rendered)}],
+                fault=Fault("dry-run", str(rendered)),
             )
         from kubernetes import client as k8s
 
@@ -276,6 +291,7 @@ class MiniClusterExecutor:
     def _follow(self, core, job: Job, name, argv, events, t0) -> JobResult:
         started: float | None = None
         timed_out = False
+        fault = None
         pod = None
         terminated = None
         while True:
@@ -294,8 +310,11 @@ class MiniClusterExecutor:
                 timed_out = True
                 break
             if started is None and now - t0 > self.startup_s + job.timeout_s:
-                timed_out = True
-                events.append({"name": "never-started", "waited_s": round(now - t0, 3)})
+                waited = now - t0
+                events.append({"name": "never-started", "waited_s": round(waited, 3)})
+                fault = Fault(
+                    "start-timeout", f"minicluster: {name} did not start within {waited:.0f} s"
+                )
                 break
             time.sleep(self.poll_s)
         log = ""
@@ -307,9 +326,7 @@ class MiniClusterExecutor:
             except Exception as exc:
                 events.append({"name": "log-error", "reason": _reason(exc)})
         Path(job.stdout).write_text(log)
-        Path(job.stderr).write_text(
-            f"minicluster: {name} exceeded the timeout of {job.timeout_s:g}s\n" if timed_out else ""
-        )
+        Path(job.stderr).write_text("")
         exit_code = signal = None
         run_s = 0.0
         if terminated is not None:
@@ -339,7 +356,11 @@ class MiniClusterExecutor:
             queue_s=queue_s,
             run_s=run_s,
             events=events,
+            fault=fault,
         )
+
+    def cancel_all(self) -> None:
+        """Nothing to do here: each run() deletes its MiniCluster in a `finally`."""
 
     def _delete(self, custom, core, name: str, events: list[dict]) -> None:
         try:

@@ -11,35 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.artifacts import ArtifactStore
+from harness import mpi
 from harness.errors import HarnessError
-from harness.manifest import Image
-from harness.modes import Mode, comparators
+from harness.select.artifacts import ArtifactStore
+from harness.select.manifest import Image
+from harness.select.modes import Mode, comparators
+from harness.system import normalise_arch
 
-ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "x86-64": "amd64",
-    "aarch64": "arm64",
-    "armv8": "arm64",
-    "i686": "386",
-}
-MPI_ALIASES = {
-    "open mpi": "openmpi",
-    "ompi": "openmpi",
-    "intelmpi": "intel-mpi",
-    "impi": "intel-mpi",
-}
 YES = {"yes", "true", "1", "y"}
-
-
-def normalise_arch(value: str) -> str:
-    value = value.strip().lower()
-    return ARCH_ALIASES.get(value, value)
-
-
-def _norm_mpi(value: str) -> str:
-    value = value.strip().lower()
-    return MPI_ALIASES.get(value, value)
 
 
 # Each comparison kind turns a value into a canonical form; two values agree when their forms
@@ -47,7 +26,7 @@ def _norm_mpi(value: str) -> str:
 NORMALISERS = {
     "arch": normalise_arch,
     "nocase": lambda v: v.strip().lower(),
-    "mpi": _norm_mpi,
+    "mpi": mpi.normalise,
     "yesno": lambda v: v.strip().lower() in YES,
     "version": lambda v: tuple(v.strip().split(".")),
     "exact": lambda v: v,
@@ -186,7 +165,7 @@ def select(
         return candidates(images, mode, host, store)
     if matcher != "compspec-go":
         raise HarnessError(f"unknown matcher {matcher!r} (known: {', '.join(MATCHERS)})")
-    from harness import compspec_go
+    from harness.select import compspec_go
 
     names = set(compspec_go.candidates(manifest_path, mode, host))
     allowed = []

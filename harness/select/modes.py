@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -10,6 +11,9 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
+from harness.files import read_input
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ def _parse(data: object, where: str) -> dict[str, Mode]:
     known = comparators()
     modes: dict[str, Mode] = {}
     for name, body in data["modes"].items():
+        if not isinstance(name, str) or not NAME.match(name):
+            raise HarnessError(
+                f"{where}: mode name {name!r} must be letters, digits, '.', '_' or '-' "
+                "(it names files in the outdir)"
+            )
         if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
             raise HarnessError(f"{where}: mode {name!r} needs a 'keys' list")
         for key in body["keys"]:
@@ -56,13 +65,25 @@ def load(mode_file: str | Path | None = None) -> dict[str, Mode]:
     if mode_file is not None:
         path = Path(mode_file)
         try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise HarnessError(f"mode file {path}: {exc.strerror}") from None
-        except yaml.YAMLError:
-            raise HarnessError(f"mode file {path}: not valid YAML") from None
+            data = yaml.safe_load(read_input(path, "mode file"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise HarnessError(f"mode file {path}:{where} is not valid YAML") from None
         modes.update(_parse(data, f"mode file {path}"))
     return modes
+
+
+def order(mode_file: str | Path | None = None) -> list[str]:
+    """Mode names in the gradient's order: the built-in ones as modes.yaml lists them, then a
+    mode file's own in its order."""
+    return list(load(mode_file))
+
+
+def rank(name: str, mode_file: str | Path | None = None) -> tuple[int, str]:
+    """Sort key for display: known modes in gradient order, others after, alphabetically."""
+    known = order(mode_file)
+    return (known.index(name), "") if name in known else (len(known), name)
 
 
 def resolve(name: str, mode_file: str | Path | None = None) -> Mode:

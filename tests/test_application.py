@@ -1,4 +1,5 @@
-"""parse_figures on real LAMMPS output.
+"""The application as data (harness/data/applications/lammps.yaml): parse_figures on real
+LAMMPS output, the figures' units, the data file's checks.
 
 The main excerpt is copied from a Flux Operator lead-broker log of the published experiment
 (shared anchors, dev-logs/basic, a successful run of in.reaxc.hns on 4 ranks), including the
@@ -7,9 +8,12 @@ Flux line that the broker interleaved into LAMMPS's timing table.
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
-from harness.lammps_output import banner_count, iter_loop_lines, parse_figures
+from harness.judge.application import banner_count, figure_units, iter_loop_lines, parse_figures
 
 REAL_RUN = "\n".join(
     [
@@ -129,3 +133,105 @@ def test_launcher_prefixed_lines():
     assert [ln for _, ln in iter_loop_lines(text)] == [
         "0: Loop time of 0.5 on 2 procs for 10 steps with 32 atoms"
     ]
+
+
+# ----------------------------------------------------------------------------------------------
+# the application as data
+# ----------------------------------------------------------------------------------------------
+
+
+def test_lammps_is_described_by_its_data_file():
+    from harness.judge.application import Application, available, load
+
+    assert "lammps" in available()
+    app = load("lammps")
+    assert isinstance(app, Application) and app.name == "lammps"
+    assert {"lmp", "lmp_gpu"} <= set(app.executables)  # what the reference experiment ran
+    assert set(app.criteria) == {"completed", "run", "process"}
+    assert "procs" in app.criteria["run"].regex.groupindex
+    for fig in app.figures:
+        assert fig.line in app.lines
+        # a figure's regex names its value after the figure (a count has none)
+        assert fig.regex is None if fig.type == "count" else fig.name in fig.regex.groupindex
+    assert load() is app  # parsed once
+
+
+def test_figure_units():
+    assert figure_units() == {
+        "lammps_version": "",
+        "loop_time_s": "s",
+        "procs": "procs",
+        "steps": "steps",
+        "atoms": "atoms",
+        "loop_lines": "lines",
+        "tau_per_day": "tau/day",
+        "ns_per_day": "ns/day",
+        "timesteps_per_s": "timesteps/s",
+        "katom_step_per_s": "katom-step/s",
+        "total_wall_time_s": "s",
+    }
+    # every figure parse_figures can return has units
+    assert set(parse_figures(REAL_RUN)) <= set(figure_units())
+
+
+def test_unknown_application():
+    from harness.errors import HarnessError
+    from harness.judge.application import load
+
+    with pytest.raises(HarnessError, match="unknown application 'gromacs'"):
+        load("gromacs")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["criteria"].pop("run"), "criteria"),
+        (lambda d: d["criteria"]["run"].update(regex=r"Loop time of \S+"), "procs"),
+        (lambda d: d["figures"][1].update(line="nope"), "'line' must be"),
+        (lambda d: d["figures"][1].update(regex=r"Loop time of (?P<x>\d+)"), "named group"),
+        (lambda d: d["figures"][1].pop("units"), "units"),
+        (lambda d: d["lines"].update(loop=r"Loop (?P<a>time)"), "no named groups"),
+    ],
+)
+def test_application_file_is_checked(edit, message):
+    import yaml
+
+    from harness.errors import HarnessError
+    from harness.judge import application
+
+    path = Path(application.__file__).parents[1] / "data/applications/lammps.yaml"
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    with pytest.raises(HarnessError, match=message):
+        application.parse(data, "lammps")
+
+
+def test_published_wall_times_are_what_parse_figures_reads():
+    """The reference experiment's published wall times (lammps-times-amd64.csv) are the
+    "Total wall time" of its successful runs, per mode."""
+    root = _dev_logs()
+    with open(root / "lammps-times-amd64.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    checked = 0
+    for mode in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        published = sorted(
+            float(r["wall_time"]) for r in rows if r["experiment"] == mode and r["wall_time"]
+        )
+        figures = [parse_figures(p.read_text(errors="replace")) for p in root.glob(f"{mode}/*.log")]
+        parsed = sorted(f["total_wall_time_s"] for f in figures if "total_wall_time_s" in f)
+        assert parsed == published, mode
+        checked += len(parsed)
+    assert checked > 0
+
+
+def _dev_logs() -> Path:
+    from tests.conftest import shared_dir
+
+    shared = shared_dir()
+    root = shared / "anchors" / "lammps-matrix" / "dev-logs" if shared else None
+    if root is None or not root.is_dir():
+        pytest.skip(
+            "shared anchors not found (set HARNESS_SHARED or place 'shared' next to the repo): "
+            "no dev-logs to compare the published wall times with"
+        )
+    return root

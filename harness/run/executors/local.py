@@ -9,37 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 
-from harness import runtime
 from harness.errors import HarnessError
-from harness.executors.base import Job, JobResult
-from harness.host import launcher_mpi
-
-# Open MPI refuses root unless told; the VM runs everything as root.
-OPENMPI_ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-MPI_SONAMES = {"OpenMPI": "libmpi.so.40", "mpich": "libmpich.so.12", "intel-mpi": "libmpi.so.12"}
-
-
-def host_library(soname: str) -> Path:
-    """The host's file for a shared library soname, from the dynamic linker's cache."""
-    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        m = re.match(rf"\s*{re.escape(soname)}\s+\(([^)]*)\)\s+=>\s+(\S+)", line)
-        # ldconfig lists every ABI it knows; take this machine's 64-bit one.
-        if m and ("x86-64" in m.group(1) or "AArch64" in m.group(1)):
-            return Path(m.group(2))
-    raise HarnessError(f"bind model: the host has no {soname} to bind into the container")
+from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, host_library, launcher_mpi
+from harness.run import runtime
+from harness.run.executors.base import Job, JobResult, Option
 
 
 class LocalExecutor:
     name = "local"
     needs_sif = True
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, launcher: str):
         self.launcher = launcher
@@ -60,7 +46,7 @@ class LocalExecutor:
         if job.workdir:
             inner += ["--pwd", job.workdir]
         if job.mpi_model == "bind":
-            lib = host_library(MPI_SONAMES[self._impl])
+            lib = host_library(SONAMES[self._impl])
             inner += ["--bind", f"{lib.resolve()}:{lib}"]
         inner += [str(job.sif), *job.command]
         return [shutil.which(self.launcher), "-n", str(job.np), *inner]
@@ -70,7 +56,8 @@ class LocalExecutor:
         env = dict(os.environ)
         if self._impl == "OpenMPI":
             env.update(OPENMPI_ROOT_ENV)
-        pidfile = job.stdout.with_suffix(".pid")
+        # one pid file per iteration (not per attempt): a rerun finds what a killed harness left
+        pidfile = job.stdout.with_name(job.stdout.name.split(".", 1)[0] + ".pid")
         kill_leftover(pidfile, str(job.sif))
         # New files, not truncated ones: nothing left over can write into this run's logs.
         job.stdout.unlink(missing_ok=True)

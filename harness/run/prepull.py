@@ -2,7 +2,7 @@
 
 `prepull(manifest)` submits one Flux job per node (broker rank, pinned with a `ranks`
 constraint) that runs this module as a worker: the worker pulls each image through
-`harness.runtime.ImageCache` (the same cache, keyed by reference and digest, that `harness run`
+`harness.run.runtime.ImageCache` (the same cache, keyed by reference and digest, that `harness run`
 uses) and prints one JSON line per image. The caller collects those lines from each job's output
 and returns one PullResult per (node, image): seconds, whether it was already cached, the
 puller's error. Idempotent: a second prepull finds every image cached and pulls nothing.
@@ -20,9 +20,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import manifest
 from harness.errors import HarnessError
-from harness.runtime import ImageCache
+from harness.run.runtime import ImageCache
+from harness.select import manifest
 
 WORKER_MARK = "prepull:"
 
@@ -64,7 +64,8 @@ def pull_all(manifest_path: Path, sif_cache: Path | None) -> list[PullResult]:
 
 
 def _worker_command(manifest_path: Path, sif_cache: Path | None) -> list[str]:
-    argv = [sys.executable, "-m", "harness.prepull", "--worker", "--manifests", str(manifest_path)]
+    argv = [sys.executable, "-m", "harness.run.prepull", "--worker"]
+    argv += ["--manifests", str(manifest_path)]
     if sif_cache is not None:
         argv += ["--sif-cache", str(sif_cache)]
     return argv
@@ -79,7 +80,7 @@ def prepull(
     timeout_s: float = 3600.0,
 ) -> list[PullResult]:
     """Submit the pull jobs (one per up broker rank, or one) and collect what each pulled."""
-    from harness.executors.flux import bindings, connect
+    from harness.run.executors.flux import bindings, connect
 
     bindings()  # a HarnessError saying how to install them when they are missing
     import flux

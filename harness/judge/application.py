@@ -1,0 +1,335 @@
+"""The application as data: what shows it completed, and its figures of merit.
+
+An application is described by harness/data/applications/NAME.yaml (LAMMPS: lammps.yaml), in
+the spirit of Ramble's application.py: the executables it covers, its completion criteria and
+its figures of merit, each with a regex and units.  ``parse_figures(text)`` reads the lines
+LAMMPS itself prints:
+
+    LAMMPS (29 Sep 2021 - Update 2)
+    Loop time of 7.66242 on 4 procs for 100 steps with 2432 atoms
+    Performance: 0.113 ns/day, 212.845 hours/ns, 13.051 timesteps/s
+    Total wall time: 0:00:07
+
+and returns a dict holding only the keys it found.  Several "Loop time" lines mean several
+runs (an input with several ``run`` commands, or MPI singletons: one LAMMPS per rank, each
+"on 1 procs"); the numbers are the ones of the last run and ``loop_lines`` says how many there
+were.
+
+The text is scanned once with one precompiled alternation built from the data's figure lines:
+this runs over large batches of records, so no per-line Python work is done for lines that are
+not figures of merit.  The pattern is not anchored at line starts (that makes the scan several
+times slower in ``re``), which also accepts lines prefixed by a launcher (rank labels,
+timestamps).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+
+import yaml
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "Application",
+    "Criterion",
+    "Figure",
+    "available",
+    "banner_count",
+    "figure_units",
+    "iter_loop_lines",
+    "load",
+    "parse_figures",
+]
+
+DEFAULT = "lammps"
+ROLES = ("completed", "run", "process")  # the criteria the classifier reads
+TYPES = ("str", "int", "float", "hms", "count")
+KEEP = ("first", "last")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A completion criterion: one of ROLES, with its pattern."""
+
+    name: str
+    description: str
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of merit, read with `regex` (named group `name`) from lines of kind `line`."""
+
+    name: str
+    units: str
+    line: str
+    type: str
+    regex: re.Pattern[str] | None  # None for a count
+    keep: str = "last"
+    scale_group: str | None = None
+    scale: Mapping[str, float] = field(default_factory=dict)
+
+    def value(self, m: re.Match[str]):
+        raw = m[self.name]
+        if self.type == "str":
+            return raw.strip()
+        if self.type == "int":
+            return int(raw)
+        if self.type == "hms":
+            h, mi, s = raw.split(":")
+            return float(int(h) * 3600 + int(mi) * 60 + int(s))
+        value = float(raw)
+        if self.scale_group is not None:
+            value *= self.scale[m[self.scale_group] or ""]
+        return value
+
+
+# (figure name, keep the first value?, the regex's search or None for a count, converter):
+# what parse_figures does for one figure, without attribute look-ups per line
+_Reader = tuple[str, bool, Callable[[str], "re.Match[str] | None"] | None, Callable]
+
+
+def _reader(fig: Figure) -> _Reader:
+    search = fig.regex.search if fig.regex is not None else None
+    name = fig.name
+    if fig.type == "float" and fig.scale_group is None:
+
+        def convert(m):
+            return float(m[name])
+
+    elif fig.type == "int":
+
+        def convert(m):
+            return int(m[name])
+
+    else:
+        convert = fig.value
+    return name, fig.keep == "first", search, convert
+
+
+@dataclass(frozen=True)
+class Application:
+    name: str
+    executables: tuple[str, ...]
+    criteria: Mapping[str, Criterion]
+    figures: tuple[Figure, ...]
+    description: str = ""
+    lines: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    # derived: the one alternation of all figure lines, and the figures of each line kind
+    _scan: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False, compare=False)
+    _by_line: Mapping[str, tuple[_Reader, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def units(self) -> dict[str, str]:
+        return {f.name: f.units for f in self.figures}
+
+    def parse_figures(self, text: str) -> dict:
+        out: dict = {}
+        counts: dict[str, int] = {}
+        readers = self._by_line
+        for m in self._scan.finditer(text):
+            found = m.group()
+            for name, first, search, convert in readers[m.lastgroup]:
+                if search is None:
+                    counts[name] = counts.get(name, 0) + 1
+                elif not (first and name in out):
+                    fm = search(found)
+                    if fm is not None:
+                        out[name] = convert(fm)
+        out.update(counts)
+        return out
+
+    def iter_runs(self, text: str) -> Iterator[tuple[int, str]]:
+        """(procs, line stripped) for every `run` line, in order."""
+        for m in self.criteria["run"].regex.finditer(text):
+            start = text.rfind("\n", 0, m.start()) + 1
+            end = text.find("\n", m.end())
+            yield int(m["procs"]), text[start : len(text) if end < 0 else end].strip()
+
+    def process_count(self, text: str) -> int:
+        return len(self.criteria["process"].regex.findall(text))
+
+    def completed_at(self, text: str) -> int:
+        """Offset of the last `completed` line's match, or -1 when there is none."""
+        last = -1
+        for m in self.criteria["completed"].regex.finditer(text):
+            last = m.start()
+        return last
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _fail(where: str, msg: str) -> HarnessError:
+    return HarnessError(f"application {where}: {msg}")
+
+
+def _compile(pattern: object, macros: Mapping[str, str], where: str, what: str):
+    if not isinstance(pattern, str) or not pattern:
+        raise _fail(where, f"{what}: a non-empty 'regex' is needed")
+    for key, value in macros.items():
+        pattern = pattern.replace("{" + key + "}", value)
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise _fail(where, f"{what}: bad regex ({exc})") from None
+
+
+def parse(data: object, where: str) -> Application:
+    """Check and compile an application file's content (the loaded YAML)."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise _fail(where, "expected a mapping with a 'name'")
+    macros = data.get("macros") or {}
+    if not isinstance(macros, dict) or not all(isinstance(v, str) for v in macros.values()):
+        raise _fail(where, "'macros' must map names to regex fragments")
+    exes = data.get("executables") or []
+    if not isinstance(exes, list) or not all(isinstance(e, str) and e for e in exes):
+        raise _fail(where, "'executables' must be a list of program names")
+
+    crit = data.get("criteria")
+    if not isinstance(crit, dict) or sorted(crit) != sorted(ROLES):
+        raise _fail(where, f"'criteria' must have exactly {', '.join(ROLES)}")
+    criteria = {}
+    for role in ROLES:
+        body = crit[role]
+        if not isinstance(body, dict):
+            raise _fail(where, f"criterion {role} must be a mapping")
+        rx = _compile(body.get("regex"), macros, where, f"criterion {role}")
+        if role == "run" and "procs" not in rx.groupindex:
+            raise _fail(where, "criterion run needs a named group 'procs'")
+        criteria[role] = Criterion(role, str(body.get("description", "")), rx)
+
+    raw_lines = data.get("lines") or {}
+    if not isinstance(raw_lines, dict):
+        raise _fail(where, "'lines' must map line kinds to patterns")
+    lines = {}
+    for kind, pat in raw_lines.items():
+        rx = _compile(pat, macros, where, f"line {kind}")
+        if rx.groupindex:
+            raise _fail(where, f"line {kind}: no named groups allowed (figures name them)")
+        lines[str(kind)] = rx
+
+    figures: list[Figure] = []
+    for i, body in enumerate(data.get("figures") or []):
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise _fail(where, f"figures[{i}] needs a 'name'")
+        name = body["name"]
+        kind = body.get("line")
+        if kind not in lines:
+            raise _fail(where, f"figure {name}: 'line' must be one of {', '.join(lines)}")
+        ftype = body.get("type", "float")
+        if ftype not in TYPES:
+            raise _fail(where, f"figure {name}: type must be one of {', '.join(TYPES)}")
+        units = body.get("units")
+        if not isinstance(units, str):
+            raise _fail(where, f"figure {name}: 'units' must be a string ('' for none)")
+        keep = body.get("keep", "last")
+        if keep not in KEEP:
+            raise _fail(where, f"figure {name}: keep must be one of {', '.join(KEEP)}")
+        rx = None
+        if ftype != "count":
+            rx = _compile(body.get("regex"), macros, where, f"figure {name}")
+            if name not in rx.groupindex:
+                raise _fail(where, f"figure {name}: its regex needs a named group {name!r}")
+        scale_group, factors = None, {}
+        if body.get("scale") is not None:
+            scale = body["scale"]
+            if (
+                ftype != "float"
+                or not isinstance(scale, dict)
+                or scale.get("group") not in (rx.groupindex if rx else {})
+                or not isinstance(scale.get("factors"), dict)
+            ):
+                raise _fail(where, f"figure {name}: scale needs a float, a group and factors")
+            scale_group = scale["group"]
+            factors = {str(k): float(v) for k, v in scale["factors"].items()}
+        figures.append(
+            Figure(name, units, kind, ftype, rx, keep, scale_group, MappingProxyType(factors))
+        )
+    names = [f.name for f in figures]
+    if len(set(names)) != len(names):
+        raise _fail(where, "figure names must be unique")
+
+    used = [k for k in lines if any(f.line == k for f in figures)]
+    # each branch ends with an empty named group that says which line kind matched; a group
+    # *before* a branch's literal start would stop `re` from skipping ahead on the literals
+    # (ten times slower)
+    scan = re.compile("|".join(f"(?:{lines[k].pattern})(?P<{_group(k)}>)" for k in used) or "(?!)")
+    by_line = {_group(k): tuple(_reader(f) for f in figures if f.line == k) for k in used}
+    return Application(
+        name=data["name"],
+        executables=tuple(exes),
+        criteria=MappingProxyType(criteria),
+        figures=tuple(figures),
+        description=str(data.get("description", "")),
+        lines=MappingProxyType(lines),
+        _scan=scan,
+        _by_line=MappingProxyType(by_line),
+    )
+
+
+def _group(kind: str) -> str:
+    return "L_" + re.sub(r"\W", "_", kind)
+
+
+def _dir():
+    return resources.files("harness").joinpath("data/applications")
+
+
+def available() -> tuple[str, ...]:
+    """Names of the applications described in harness/data/applications/."""
+    return tuple(
+        sorted(p.name[: -len(".yaml")] for p in _dir().iterdir() if p.name.endswith(".yaml"))
+    )
+
+
+def load(name: str = DEFAULT) -> Application:
+    """The application called `name` (harness/data/applications/NAME.yaml), parsed once."""
+    return _load(name)
+
+
+@cache
+def _load(name: str) -> Application:
+    path = _dir().joinpath(f"{name}.yaml")
+    if not path.is_file():
+        raise HarnessError(f"unknown application {name!r} (known: {', '.join(available())})")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    app = parse(yaml.load(path.read_text(encoding="utf-8"), Loader=loader), name)
+    if app.name != name:
+        raise _fail(name, f"the file says name {app.name!r}")
+    return app
+
+
+# ----------------------------------------------------------------------------------------------
+# LAMMPS (the default application): the functions the rest of the harness calls
+# ----------------------------------------------------------------------------------------------
+
+
+def figure_units() -> dict[str, str]:
+    """Figure of merit name -> units ('' for none), for the default application."""
+    return load().units()
+
+
+def parse_figures(text: str) -> dict:
+    """Figures of merit found in LAMMPS stdout ``text`` (keys present only when found)."""
+    return load().parse_figures(text)
+
+
+def iter_loop_lines(text: str):
+    """Yield ``(procs, line)`` for every "Loop time" line, in order (line stripped)."""
+    return load().iter_runs(text)
+
+
+def banner_count(text: str) -> int:
+    """How many LAMMPS banners ("LAMMPS (29 Sep 2021)") the text holds: one per LAMMPS process
+    that wrote to it (an MPI job prints it once, from rank 0)."""
+    return load().process_count(text)

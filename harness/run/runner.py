@@ -1,0 +1,450 @@
+"""The experiment loop: for N iterations of one mode, a short chain of named, timed steps.
+
+    pick -> acquire -> launch -> judge -> record
+
+`pick` chooses the iteration's image, `acquire` pulls it as a SIF (or leaves it to the
+executor's nodes), `launch` runs the job through the executor and follows it to its end, `judge`
+classifies the outcome from the job's output and the executor's typed fault, `record` appends
+one line to records.jsonl. Each step's seconds go into the record (`steps`), and a failed
+iteration names the step that failed (`stage`), as ReFrame's pipeline does.
+
+Resumable: iterations already recorded in the outdir are skipped, so rerunning after a crash (or
+`kill -9`) continues to --iters without a lost or duplicated record; an iteration whose reason
+does not count toward a success rate (`infra`: the infrastructure failed, not the image) is
+redone. Each iteration's choice comes from an RNG seeded by (seed, mode, iteration), so a
+resumed run picks what the uninterrupted run would have picked, and `--seed` reproduces a run.
+
+A census (`census()`) is the same loop over every image of the manifest in turn: mode `census`,
+iteration i runs image i mod n of a seeded order, and `census.json` keeps each mode's candidate
+set on the census's host, from which the report computes each mode's expected success rate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harness import records
+from harness.errors import HarnessError
+from harness.files import atomic_write
+from harness.judge.application import parse_figures
+from harness.judge.classify import classify
+from harness.judge.faults import Fault
+from harness.judge.reasons import counts_in_rate
+from harness.run.executors import Executor, Job, JobResult, create
+from harness.run.runtime import ImageCache, Pulled
+from harness.select import host as hostmod
+from harness.select import manifest, matching, modes
+from harness.select.artifacts import ArtifactStore
+
+CENSUS, CENSUS_FILE, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_FILE, records.CENSUS_SCHEMA
+STEPS = ("pick", "acquire", "launch", "judge")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    manifests: Path
+    mode: str
+    iters: int
+    outdir: Path
+    seed: int | None = None
+    executor: str = "local"
+    launcher: str = "mpirun"
+    np: int = 2
+    mpi_model: str = "bind"
+    timeout_s: float = 300.0
+    host_file: Path | None = None
+    cache: Path | None = None
+    mode_file: Path | None = None
+    sif_cache: Path | None = None
+    max_concurrent: int = 1
+    skip_invalid: bool = False
+    matcher: str = "native"
+    executor_options: dict = field(default_factory=dict)  # e.g. Flux URI, MiniCluster size
+    repeat: int = 1  # census only: runs of each image
+
+
+def pick(candidates: list[str], seed: int, mode: str, iteration: int) -> str:
+    return random.Random(f"{seed}:{mode}:{iteration}").choice(candidates)
+
+
+def census_order(names: list[str], seed: int) -> list[str]:
+    """The census's order of images: a seeded shuffle, so that slow drifts of the machine do
+    not line up with the manifest's order; every pass runs each image once."""
+    order = list(names)
+    random.Random(f"{seed}:{CENSUS}").shuffle(order)
+    return order
+
+
+def prepare_outdir(outdir: Path) -> None:
+    try:
+        (outdir / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"outdir {outdir}: {exc.strerror}") from None
+    if not os.access(outdir, os.W_OK):
+        raise HarnessError(f"outdir {outdir}: not writable")
+
+
+# What a resumed run must share with the records already in the outdir for the same mode:
+# otherwise two different experiments would be mixed under one name.
+RESUME_FIELDS = ("executor", "launcher", "mpi_model", "np", "matcher", "candidates")
+
+
+def check_resume(cfg: RunConfig, before: records.Record | None, now: dict) -> int:
+    """The seed to use; a HarnessError when the outdir holds this mode run another way."""
+    if before is None:
+        return cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    was_fields = {"seed": before.seed, **{k: getattr(before, k) for k in RESUME_FIELDS}}
+    differs = [
+        k for k in ("seed", *RESUME_FIELDS) if now.get(k) is not None and was_fields[k] != now[k]
+    ]
+    if differs:
+        key = differs[0]
+        was = was_fields[key]
+        shown = f"{len(was or [])} other candidates" if key == "candidates" else was
+        raise HarnessError(
+            f"outdir {cfg.outdir} already holds mode {cfg.mode} run with {key} {shown}; "
+            f"rerun it the same way to resume, or use another outdir"
+        )
+    return before.seed
+
+
+class _Steps:
+    """Times the named steps of one iteration."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, work: Callable[[], T]) -> T:
+        t = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t, 6)
+
+
+@dataclass
+class Experiment:
+    """Everything fixed for one run of one mode: what a single iteration needs."""
+
+    cfg: RunConfig
+    host: dict[str, str]
+    allowed: list[matching.Verdict]
+    select_s: float
+    seed: int
+    executor: Executor
+    images: ImageCache
+    skipped: dict[str, str]  # images excluded for an invalid artifact (--skip-invalid)
+
+    def choose(self, i: int) -> matching.Verdict:
+        names = [v.image.name for v in self.allowed]
+        if self.cfg.mode == CENSUS:
+            name = census_order(names, self.seed)[i % len(names)]
+        else:
+            name = pick(names, self.seed, self.cfg.mode, i)
+        return self.allowed[names.index(name)]
+
+    def acquire(self, name: str) -> Pulled:
+        if self.executor.needs_sif:
+            return self.images.pull(name)
+        return Pulled(Path(name), None, 0.0, True)  # the executor's nodes pull it themselves
+
+    def iteration(self, i: int) -> records.Record | None:
+        """One iteration, through its steps; None when nothing ran (a dry run)."""
+        cfg = self.cfg
+        wrapper_start = time.perf_counter()
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        step = _Steps()
+        choice = step("pick", lambda: self.choose(i))
+        image = choice.image
+        model = image.mpi_model or cfg.mpi_model
+        stdout, stderr = attempt_paths(cfg.outdir, cfg.mode, i)
+        pulled = step("acquire", lambda: self.acquire(image.name))
+        result: JobResult | None = None
+        if pulled.path is None:
+            stdout.write_text("")
+            stderr.write_text(pulled.error + "\n")
+            fault = Fault("registry-unreachable" if pulled.unreachable else "pull", pulled.error)
+            stage = "acquire"
+        else:
+            job = Job(
+                pulled.path,
+                image.command,
+                cfg.np,
+                image.workdir,
+                model,
+                cfg.timeout_s,
+                stdout,
+                stderr,
+                image=image.name,
+                flux=image.flux,
+            )
+            result = step("launch", lambda: self.executor.run(job))
+            fault = result.fault
+            stage = "launch"
+            if fault is not None and fault.kind == "dry-run":
+                return None
+        out = stdout.read_text(errors="replace")
+        text = out + "\n" + stderr.read_text(errors="replace")
+        verdict = step(
+            "judge",
+            lambda: classify(
+                text,
+                exit_code=result.exit_code if result else None,
+                ranks=cfg.np,
+                timed_out=result.timed_out if result else False,
+                fault=fault,
+            ),
+        )
+        return records.Record(
+            iteration=i,
+            mode=cfg.mode,
+            seed=self.seed,
+            host=self.host,
+            candidates=[v.image.name for v in self.allowed],
+            image=image.name,
+            artifact=image.artifact,
+            artifact_digest=choice.artifact_digest,
+            image_digest=pulled.digest,
+            matcher=cfg.matcher,
+            executor=self.executor.name,
+            launcher=self.executor.launcher,
+            mpi_model=model,
+            np=cfg.np,
+            argv=result.argv if result else [],
+            exit_code=result.exit_code if result else None,
+            signal=result.signal if result else None,
+            timed_out=result.timed_out if result else False,
+            pulled=not pulled.cached and pulled.path is not None,
+            timings=records.Timings(
+                select_s=round(self.select_s + step.seconds["pick"], 6),
+                pull_s=round(pulled.seconds, 6),
+                queue_s=round(result.queue_s, 6) if result else 0.0,
+                run_s=round(result.run_s, 6) if result else 0.0,
+                wrapper_s=round(time.perf_counter() - wrapper_start, 6),
+            ),
+            stdout_path=str(stdout),
+            stderr_path=str(stderr),
+            figures=parse_figures(out) if result else {},
+            reason=verdict.reason,
+            evidence=verdict.evidence,
+            source=verdict.source,
+            note=verdict.note,
+            fault=fault.to_dict() if fault else None,
+            started_at=started_at,
+            events=result.events if result else [],
+            steps=step.seconds,
+            stage=None if verdict.reason == "success" else stage,
+        )
+
+
+def attempt_paths(outdir: Path, mode: str, i: int) -> tuple[Path, Path]:
+    """Fresh stdout/stderr paths for one attempt of an iteration: a job left behind by an
+    earlier attempt can never write into the logs a record points to."""
+    logs = outdir / "logs" / mode
+    logs.mkdir(parents=True, exist_ok=True)
+    stem = f"iter-{i:04d}.{uuid.uuid4().hex[:8]}"
+    return logs / f"{stem}.out", logs / f"{stem}.err"
+
+
+def _select(cfg: RunConfig, images, host, store) -> tuple[list[matching.Verdict], float]:
+    t0 = time.perf_counter()
+    if cfg.mode == CENSUS:  # every image, whatever its artifact says
+        allowed = [matching.Verdict(image, (), None) for image in images]
+    else:
+        mode = modes.resolve(cfg.mode, cfg.mode_file)
+        allowed = matching.select(cfg.matcher, cfg.manifests, images, mode, host, store)
+    return allowed, time.perf_counter() - t0
+
+
+def check_options(cfg: RunConfig) -> None:
+    if cfg.iters < 1:
+        raise HarnessError("--iters must be at least 1")
+    if cfg.repeat < 1:
+        raise HarnessError("--repeat must be at least 1")
+    if cfg.np < 1:
+        raise HarnessError("--np must be at least 1")
+    if cfg.max_concurrent < 1:
+        raise HarnessError("--max-concurrent must be at least 1")
+    if not cfg.timeout_s > 0 or cfg.timeout_s == float("inf"):  # also refuses nan
+        raise HarnessError("--timeout must be a finite positive number of seconds")
+    if not modes.NAME.match(cfg.mode):
+        raise HarnessError(f"mode name {cfg.mode!r}: use letters, digits, '.', '_' and '-'")
+
+
+def prepare(cfg: RunConfig) -> Experiment:
+    """Check the input and the tools, select the candidates: everything before iteration 0."""
+    check_options(cfg)
+    images = manifest.load(cfg.manifests)
+    if cfg.mode != CENSUS:
+        modes.resolve(cfg.mode, cfg.mode_file)
+    executor = create(cfg.executor, cfg.launcher, cfg.executor_options)
+    executor.preflight()
+    host = hostmod.resolve(cfg.host_file, cfg.launcher)
+    store = ArtifactStore(cache=cfg.cache, skip_invalid=cfg.skip_invalid)
+    allowed, select_s = _select(cfg, images, host, store)
+    cache = ImageCache(cfg.sif_cache)
+    if executor.needs_sif:
+        cache.check_registries([v.image.name for v in allowed])
+    census_sets = candidate_sets(cfg, images, host, store) if cfg.mode == CENSUS else None
+    previous = (
+        [r for r in records.read(cfg.outdir) if r.mode == cfg.mode]
+        if (records.records_path(cfg.outdir).exists())
+        else []
+    )
+    prepare_outdir(cfg.outdir)  # only now: bad input above leaves nothing behind
+    before = previous[0] if previous else None
+    # the model that record's image would get now (an image may set its own)
+    image_model = {v.image.name: v.image.mpi_model for v in allowed}.get(
+        before.image if before else None
+    )
+    now = {
+        "seed": cfg.seed,
+        "executor": executor.name,
+        "launcher": executor.launcher,
+        "mpi_model": image_model or cfg.mpi_model,
+        "np": cfg.np,
+        "matcher": cfg.matcher,
+        "candidates": [v.image.name for v in allowed],
+    }
+    seed = check_resume(cfg, before, now)
+    if census_sets is not None:
+        write_census(cfg, host, census_sets, [v.image.name for v in allowed], seed)
+    return Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
+
+
+def candidate_sets(cfg: RunConfig, images, host, store) -> dict[str, dict[str, Any]]:
+    """Every known mode's candidates on this host (the census's expected rates need them)."""
+    sets: dict[str, dict[str, Any]] = {}
+    for name, mode in modes.load(cfg.mode_file).items():
+        try:
+            verdicts = matching.select(cfg.matcher, cfg.manifests, images, mode, host, store)
+        except HarnessError as exc:  # e.g. the host lacks a key the mode needs: say so
+            sets[name] = {"candidates": None, "error": str(exc)}
+            continue
+        sets[name] = {"candidates": [v.image.name for v in verdicts]}
+    return sets
+
+
+def write_census(cfg: RunConfig, host, sets, images: list[str], seed: int) -> None:
+    body = {
+        "schema": CENSUS_SCHEMA,
+        "manifests": str(cfg.manifests),
+        "host": host,
+        "images": images,
+        "repeat": cfg.repeat,
+        "seed": seed,
+        "modes": sets,
+    }
+    atomic_write(cfg.outdir / CENSUS_FILE, (json.dumps(body, indent=2) + "\n").encode())
+
+
+def run(
+    cfg: RunConfig,
+    on_record: Callable[[records.Record], None] | None = None,
+    on_skip: Callable[[dict[str, str]], None] | None = None,
+) -> Counter:
+    """Run the missing iterations of one mode; returns the count per reason of this call.
+
+    With max_concurrent K > 1, up to K iterations are in flight at once (the executor, e.g.
+    Flux, places them); records are still appended one per iteration in iteration order.
+    """
+    exp = prepare(cfg)
+    if on_skip and exp.skipped:
+        on_skip(exp.skipped)
+    with _mode_lock(cfg.outdir, cfg.mode):
+        records.repair(cfg.outdir)  # under the lock: nobody else is mid-append
+        return _iterate(cfg, exp, on_record)
+
+
+def census(cfg: RunConfig, **kwargs) -> Counter:
+    """Run every image of the manifest `cfg.repeat` times (mode `census`)."""
+    images = manifest.load(cfg.manifests)
+    total = cfg.repeat * len(images)
+    return run(
+        RunConfig(**{**cfg.__dict__, "mode": CENSUS, "iters": total}),
+        **kwargs,
+    )
+
+
+@contextmanager
+def _mode_lock(outdir: Path, mode: str) -> Iterator[None]:
+    """One writer per (outdir, mode): a detached run and a manual rerun must not both append."""
+    with (outdir / f".lock-{mode}").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HarnessError(
+                f"another harness run is writing mode {mode} in {outdir}; wait for it, or use "
+                "another outdir"
+            ) from None
+        yield
+
+
+def todo_iterations(outdir: Path, mode: str, iters: int) -> list[int]:
+    """Iterations still to run: not recorded, or recorded with a reason outside the success
+    rate (the infrastructure failed: redo it)."""
+    done = {
+        r.iteration for r in records.read(outdir) if r.mode == mode and counts_in_rate(r.reason)
+    }
+    return [i for i in range(iters) if i not in done]
+
+
+def _iterate(
+    cfg: RunConfig, exp: Experiment, on_record: Callable[[records.Record], None] | None
+) -> Counter:
+    todo = todo_iterations(cfg.outdir, cfg.mode, cfg.iters)
+    redo = {r.iteration for r in records.read(cfg.outdir) if r.mode == cfg.mode}
+    counts: Counter = Counter()
+
+    def save(rec: records.Record | None) -> None:
+        if rec is None:
+            return  # nothing ran: the rendered job is the output, not a record
+        if rec.iteration in redo:
+            records.replace(cfg.outdir, rec)
+        else:
+            records.append(cfg.outdir, rec)
+        counts[rec.reason] += 1
+        if on_record:
+            on_record(rec)
+
+    if cfg.max_concurrent == 1:
+        try:
+            for i in todo:
+                save(exp.iteration(i))
+        except BaseException:
+            _cancel(exp.executor)
+            raise
+        return counts
+    pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
+    try:
+        # map() yields in submission order: a finished later iteration waits for earlier ones.
+        for rec in pool.map(exp.iteration, todo):
+            save(rec)
+    except BaseException:
+        # Interrupted: drop what has not started, stop what runs (its iteration is redone
+        # on resume: nothing of it was recorded).
+        pool.shutdown(wait=False, cancel_futures=True)
+        _cancel(exp.executor)
+        raise
+    pool.shutdown()
+    return counts
+
+
+def _cancel(executor: Executor) -> None:
+    if cancel := getattr(executor, "cancel_all", None):
+        cancel()

@@ -1,0 +1,69 @@
+"""A real executor that replays recorded job outputs: the loop runs in CI without apptainer.
+
+It implements the executor interface (harness/run/executors/base.py) and is registered under
+the name `replay` by the `replay` fixture (tests/conftest.py). Each image's output is a
+recorded one (texts the lab's programs printed, shared LAB.md); `delay_s` makes a job take
+time, so the order of concurrent iterations and interrupts can be tested.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from harness.run.executors.base import Job, JobResult, Option
+
+# Recorded outputs (LAB.md "Outcomes observed" and tests/test_lab.py, bookworm/bullseye lab).
+SUCCESS = (
+    "LAMMPS (29 Sep 2021 - Update 2)\n"
+    "Loop time of 1.51021 on 2 procs for 200 steps with 32000 atoms\n"
+    "Performance: 57213.862 tau/day, 132.439 timesteps/s\n"
+    "Total wall time: 0:00:01\n"
+)
+GLIBC = (
+    "/usr/bin/lmp: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found "
+    "(required by /lib/x86_64-linux-gnu/libmpi.so.40)\n"
+)
+GPU = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)\n"
+MISSING = 'FATAL:   "lmp": executable file not found in $PATH\n'
+
+
+@dataclass
+class ReplayExecutor:
+    outputs: dict = field(
+        default_factory=dict
+    )  # SIF file name -> {stdout, stderr, exit_code, delay_s}
+    launcher: str = "mpirun"
+    name: str = "replay"
+    needs_sif: bool = True
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+
+    def __post_init__(self) -> None:
+        self.ran: list[str] = []
+        self.cancelled = threading.Event()
+
+    def preflight(self) -> None:
+        pass
+
+    def run(self, job: Job) -> JobResult:
+        out = self.outputs[Path(job.sif).name]
+        self.ran.append(Path(job.sif).name)
+        start = time.perf_counter()
+        if self.cancelled.wait(out.get("delay_s", 0.0)):
+            out = {"stderr": "killed\n", "exit_code": 137}
+        job.stdout.write_text(out.get("stdout", ""))
+        job.stderr.write_text(out.get("stderr", ""))
+        return JobResult(
+            argv=["replay", str(job.sif), *job.command],
+            exit_code=out.get("exit_code", 0),
+            signal=None,
+            timed_out=False,
+            queue_s=0.0,
+            run_s=time.perf_counter() - start,
+        )
+
+    def cancel_all(self) -> None:
+        self.cancelled.set()

@@ -1,0 +1,215 @@
+"""The experiment loop without the lab: the replay executor (tests/replay.py) plays recorded
+outputs through the real runner, records, resume checks, lock and concurrency."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness import records
+from harness.errors import HarnessError
+from harness.run import runner
+from tests.replay import GLIBC, GPU, MISSING, SUCCESS
+
+HOST = {
+    "io.archspec.cpu.target": "amd64",
+    "org.supercontainers.os.vendor": "debian",
+    "org.supercontainers.os.version": "12",
+    "org.supercontainers.hardware.gpu.available": "no",
+    "org.supercontainers.mpi.implementation": "OpenMPI",
+}
+# image -> (artifact attributes, recorded output)
+IMAGES = {
+    "ok-12": ({"os.version": "12", "hardware.gpu.available": "no"}, {"stdout": SUCCESS}),
+    "glibc-11": (
+        {"os.version": "11", "hardware.gpu.available": "no"},
+        {"stderr": GLIBC, "exit_code": 127},
+    ),
+    "gpu-12": (
+        {"os.version": "12", "hardware.gpu.available": "yes"},
+        {"stderr": GPU, "exit_code": 1},
+    ),
+    "none-12": (
+        {"os.version": "12", "hardware.gpu.available": "no"},
+        {"stderr": MISSING, "exit_code": 255},
+    ),
+}
+
+
+def lab(tmp_path: Path, delays: dict | None = None, missing: tuple[str, ...] = ()) -> dict:
+    """Local SIF files (never executed), artifacts beside them, a manifest and a host file."""
+    entries, outputs = [], {}
+    for name, (attrs, output) in IMAGES.items():
+        sif = tmp_path / f"{name}.sif"
+        if name not in missing:
+            sif.write_bytes(b"SIF")
+        spec = {
+            "kind": "CompatibilitySpec",
+            "compatibilities": [
+                {
+                    "name": "org.supercontainers",
+                    "attributes": {"os.vendor": "debian", "mpi.implementation": "OpenMPI", **attrs},
+                },
+                {"name": "io.archspec", "attributes": {"cpu.target": "amd64"}},
+            ]
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(spec))
+        entries.append({"name": str(sif), "artifact": f"{name}.json"})
+        outputs[sif.name] = {**output, "delay_s": (delays or {}).get(name, 0.0)}
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(json.dumps({"images": entries}))
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps(HOST))
+    return {"manifest": manifest, "host": host, "outputs": outputs}
+
+
+def config(setup: dict, outdir: Path, **kw) -> runner.RunConfig:
+    return runner.RunConfig(
+        manifests=setup["manifest"],
+        mode=kw.pop("mode", "random"),
+        iters=kw.pop("iters", 8),
+        outdir=outdir,
+        seed=kw.pop("seed", 3),
+        executor="replay",
+        host_file=setup["host"],
+        executor_options={"outputs": setup["outputs"]},
+        **kw,
+    )
+
+
+def test_iterations_are_judged_and_recorded_with_their_steps(replay, tmp_path):
+    setup = lab(tmp_path)
+    counts = runner.run(config(setup, tmp_path / "out", iters=12))
+    recs = list(records.read(tmp_path / "out"))
+    assert [r.iteration for r in recs] == list(range(12))
+    expected = {
+        "ok-12": "success",
+        "glibc-11": "os-abi",
+        "gpu-12": "gpu",
+        "none-12": "missing-binary",
+    }
+    for r in recs:
+        assert r.reason == expected[Path(r.image).stem], r
+        assert set(r.steps) == {"pick", "acquire", "launch", "judge"}
+        assert r.stage == (None if r.reason == "success" else "launch")
+        assert Path(r.stdout_path).is_file() and r.source == "application"
+    assert sum(counts.values()) == 12 and len(counts) > 1
+    ok = next(r for r in recs if r.reason == "success")
+    assert ok.figures["procs"] == 2 and ok.figures["loop_time_s"] == pytest.approx(1.51021)
+
+
+def test_records_validate_against_the_published_json_schema(replay, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "record.schema.json").read_text())
+    setup = lab(tmp_path, missing=("none-12",))
+    runner.run(config(setup, tmp_path / "out", iters=10))
+    lines = records.records_path(tmp_path / "out").read_text().splitlines()
+    for line in lines:
+        jsonschema.validate(json.loads(line), schema)
+    bad = dict(json.loads(lines[0]), reason=3)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_resume_runs_only_the_missing_iterations_with_the_same_picks(replay, tmp_path):
+    setup = lab(tmp_path)
+    runner.run(config(setup, tmp_path / "a", iters=4))
+    runner.run(config(setup, tmp_path / "a", iters=9))
+    runner.run(config(setup, tmp_path / "b", iters=9))
+    a = [(r.iteration, r.image) for r in records.read(tmp_path / "a")]
+    b = [(r.iteration, r.image) for r in records.read(tmp_path / "b")]
+    assert a == b and len(a) == 9
+
+
+def test_resume_another_way_is_refused(replay, tmp_path):
+    setup = lab(tmp_path)
+    runner.run(config(setup, tmp_path / "out", iters=2))
+    with pytest.raises(HarnessError, match="np"):
+        runner.run(config(setup, tmp_path / "out", iters=4, np=4))
+
+
+def test_concurrent_iterations_are_recorded_in_iteration_order(replay, tmp_path):
+    # the first images picked are slow, later ones fast: they finish first, yet wait their turn
+    setup = lab(tmp_path, delays={"ok-12": 0.4, "glibc-11": 0.0, "gpu-12": 0.2, "none-12": 0.1})
+    runner.run(config(setup, tmp_path / "out", iters=10, max_concurrent=4))
+    assert [r.iteration for r in records.read(tmp_path / "out")] == list(range(10))
+
+
+def test_a_second_writer_of_a_mode_is_refused(replay, tmp_path):
+    setup = lab(tmp_path)
+    out = tmp_path / "out"
+    runner.run(config(setup, out, iters=1))
+    with (out / ".lock-random").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(HarnessError, match="another harness run"):
+            runner.run(config(setup, out, iters=3))
+    assert len(list(records.read(out))) == 1
+
+
+def test_a_missing_image_is_a_pull_failure_recorded_without_a_job(replay, tmp_path):
+    setup = lab(tmp_path, missing=("none-12",))
+    runner.run(config(setup, tmp_path / "out", iters=12))
+    pulls = [r for r in records.read(tmp_path / "out") if r.reason == "pull"]
+    assert pulls and all(Path(r.image).stem == "none-12" for r in pulls)
+    assert all(r.stage == "acquire" and r.argv == [] and r.fault["kind"] == "pull" for r in pulls)
+
+
+def test_infrastructure_failures_leave_the_rate_and_are_redone(replay, tmp_path):
+    setup = lab(tmp_path)
+    out = tmp_path / "out"
+    runner.run(config(setup, out, iters=3))
+    first = list(records.read(out))
+    # an iteration the infrastructure failed, as the Flux executor records a foreign cancel
+    infra = first[1]
+    infra.reason, infra.fault = "infra", {"kind": "cancelled", "detail": "cancelled by admin"}
+    records_path = records.records_path(out)
+    lines = records_path.read_text().splitlines()
+    lines[1] = infra.to_json()
+    records_path.write_text("\n".join(lines) + "\n")
+    assert runner.todo_iterations(out, "random", 3) == [1]
+    runner.run(config(setup, out, iters=3))
+    again = list(records.read(out))
+    assert [r.iteration for r in again] == [0, 1, 2]
+    assert again[1].reason != "infra" and again[1].image == first[1].image
+
+
+def test_cancel_all_stops_every_job_in_flight(replay, tmp_path):
+    setup = lab(tmp_path, delays={name: 30.0 for name in IMAGES})
+    out = tmp_path / "out"
+    cfg = config(setup, out, iters=4, max_concurrent=2)
+    exp = runner.prepare(cfg)
+    done = threading.Event()
+
+    def interrupt() -> None:
+        exp.executor.cancel_all()  # what the loop calls when it is interrupted
+        done.set()
+
+    timer = threading.Timer(0.5, interrupt)
+    timer.start()
+    runner._iterate(cfg, exp, None)
+    timer.join()
+    assert done.is_set()
+    # every job was stopped at once (137), none ran its 30 s
+    assert {r.exit_code for r in records.read(out)} == {137}
+
+
+def test_census_runs_every_image_and_keeps_each_modes_candidates(replay, tmp_path):
+    setup = lab(tmp_path)
+    out = tmp_path / "census"
+    runner.census(config(setup, out, iters=1, repeat=2))
+    recs = list(records.read(out))
+    assert len(recs) == 8 and {r.mode for r in recs} == {"census"}
+    ran = [Path(r.image).stem for r in recs]
+    assert sorted(ran[:4]) == sorted(IMAGES) and sorted(ran[4:]) == sorted(IMAGES)
+    sets = json.loads((out / runner.CENSUS_FILE).read_text())["modes"]
+    stem = lambda names: sorted(Path(n).stem for n in names)  # noqa: E731
+    assert stem(sets["random"]["candidates"]) == sorted(IMAGES)
+    assert stem(sets["platform-version"]["candidates"]) == ["gpu-12", "none-12", "ok-12"]
+    assert stem(sets["descriptive-basic"]["candidates"]) == ["none-12", "ok-12"]
+    # seeded: the same order again
+    runner.census(config(setup, tmp_path / "again", iters=1, repeat=2))
+    assert [r.image for r in records.read(tmp_path / "again")] == [r.image for r in recs]
