@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Terminated
 
 DEFAULT_LAUNCHER = os.environ.get("HARNESS_LAUNCHER", "mpirun")
 
@@ -49,10 +50,10 @@ def _mpi_model_arg(p: argparse.ArgumentParser) -> None:
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
     """How each job is launched: shared by `run` and `census`, executors' own options too."""
-    from harness.run.executors import EXECUTORS, executor_class
+    from harness.run.executors import executor_class, names
 
     p.add_argument(
-        "--executor", default="local", choices=EXECUTORS, help="who runs the jobs (default local)"
+        "--executor", default="local", choices=names(), help="who runs the jobs (default local)"
     )
     p.add_argument("--np", type=int, default=2, help="MPI ranks (default 2)")
     _mpi_model_arg(p)
@@ -61,7 +62,7 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-concurrent", type=int, default=1, help="iterations in flight at once (default 1)"
     )
-    for name in EXECUTORS:
+    for name in names():
         options = executor_class(name).OPTIONS
         if options:
             g = p.add_argument_group(f"{name} executor")
@@ -371,10 +372,10 @@ def cmd_predict(args) -> int:
 def executor_options(args) -> dict:
     """The chosen executor's own settings from the command line (its OPTIONS); an option of
     another executor is an error."""
-    from harness.run.executors import EXECUTORS, executor_class
+    from harness.run.executors import executor_class, names
 
     mine = {}
-    for name in EXECUTORS:
+    for name in names():
         for o in executor_class(name).OPTIONS:
             value = getattr(args, o.dest)
             if value is None:
@@ -428,60 +429,66 @@ def cmd_run(args) -> int:
             f"{args.outdir}\n{jobid}"
         )
         return 0
-    _with_progress(
-        args.mode,
-        args.iters,
-        args.outdir,
-        lambda cb: runner.run(cfg, on_record=cb, on_skip=warn_skipped),
-    )
+    _execute(runner.prepare(cfg))
     return 0
 
 
 def cmd_census(args) -> int:
     from harness.run import runner
-    from harness.select import manifest
 
-    total = args.repeat * len(manifest.load(args.manifests))
-    cfg = _run_config(args, runner.CENSUS, total)
-    _with_progress(
-        runner.CENSUS,
-        total,
-        args.outdir,
-        lambda cb: runner.census(cfg, on_record=cb, on_skip=warn_skipped),
-    )
+    cfg = runner.census_config(_run_config(args, runner.CENSUS, 1))
+    _execute(runner.prepare(cfg))
     print(f"census done: harness report {args.outdir}", file=sys.stderr)
     return 0
 
 
-def _with_progress(mode: str, total: int, outdir: Path, work) -> None:
-    """A progress bar over all of a mode's iterations (the recorded ones included)."""
+def _execute(exp) -> None:
+    """Run a prepared experiment (every input already checked: nothing is drawn before an
+    argument error) with a progress bar over all of its mode's iterations, the recorded ones
+    included; one line per iteration when stdout is not a terminal."""
     from collections import Counter
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness import records
+    from harness.judge.reasons import counts_in_rate
+    from harness.run import runner
 
+    warn_skipped(exp.skipped)
+    cfg = exp.cfg
     counts: Counter = Counter()
+    for rec in records.read(cfg.outdir):  # an infra record is redone: not counted as done
+        if rec.mode == cfg.mode and rec.iteration < cfg.iters and counts_in_rate(rec.reason):
+            counts[rec.reason] += 1
+    if not sys.stdout.isatty():
+
+        def line(rec) -> None:
+            counts[rec.reason] += 1
+            print(
+                f"{cfg.mode} {rec.iteration + 1}/{cfg.iters} {rec.image} {rec.reason}: "
+                f"{rec.evidence}",
+                flush=True,
+            )
+
+        runner.execute(exp, on_record=line)
+        return
     with Progress(
-        TextColumn(f"[bold]{mode}"),
+        TextColumn(f"[bold]{cfg.mode}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[counts]}"),
         transient=False,
     ) as progress:
-        task = progress.add_task("run", total=total, counts="")
+        task = progress.add_task("run", total=cfg.iters, counts="")
 
         def on_record(rec) -> None:
             counts[rec.reason] += 1
             shown = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             progress.update(task, advance=1, counts=shown)
 
-        if outdir.is_dir():
-            for rec in records.read(outdir):
-                if rec.mode == mode and rec.iteration < total:
-                    on_record(rec)
-        work(on_record)
+        progress.update(task, completed=sum(counts.values()))
+        runner.execute(exp, on_record=on_record)
 
 
 def cmd_status(args) -> int:
@@ -590,6 +597,10 @@ COMMANDS = {
 }
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -597,8 +608,12 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "rest"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.rest = extra + args.rest  # options before the first positional, e.g. --help
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
+    except Terminated:
+        print("harness: terminated; jobs in flight were stopped; rerun to resume", file=sys.stderr)
+        return 143
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

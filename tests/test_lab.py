@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.run.executors.local import JOB_MARK, marked
 from tests.conftest import ROOT, cli
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
@@ -136,23 +137,60 @@ def test_kill_9_mid_iteration_then_resume(lab, tmp_path):
         start_new_session=True,
     )
     records = outdir / "records.jsonl"
-    pidfile = outdir / "logs" / "basic" / "iter-0001.pid"  # the launcher of iteration 1
-    deadline = time.time() + 300
-    while time.time() < deadline and not pidfile.exists():
-        time.sleep(0.05)
-    launcher = int(pidfile.read_text())
+    journal = outdir / "logs" / "basic" / "iter-0001.job"  # the journal of iteration 1
+    needle = job_processes_of(journal)
     os.killpg(proc.pid, signal.SIGKILL)  # the harness only: its job runs in a session of its own
     proc.wait()
     before = [json.loads(x)["iteration"] for x in records.read_text().splitlines()]
     assert before == [0]
-    assert Path(f"/proc/{launcher}").exists()  # orphaned, still running
+    assert marked(needle)  # orphaned, still running
     done = cli(*args)
     assert done.returncode == 0, done.stderr
-    assert not Path(f"/proc/{launcher}").exists()  # the rerun killed what was left
+    assert not marked(needle)  # the rerun killed what was left
     after = [json.loads(x) for x in records.read_text().splitlines()]
     assert [r["iteration"] for r in after] == [0, 1, 2]
     assert {r["seed"] for r in after} == {5}
     assert all(r["reason"] == "success" for r in after)
+
+
+def job_processes_of(journal: Path, timeout: float = 300) -> bytes:
+    """The mark of the job a journal names, once processes carrying it run."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        token = journal.read_text().strip() if journal.exists() else ""
+        if token and marked(needle := f"{JOB_MARK}={token}".encode()):
+            return needle
+        time.sleep(0.05)
+    raise AssertionError(f"no job of {journal} ran within {timeout} s")
+
+
+@pytest.mark.lab
+def test_sigterm_stops_the_job_and_says_so(lab, tmp_path):
+    """SIGTERM to the harness: one line, exit 143, no process of its job left 2 s later, no
+    record of the interrupted iteration; a rerun completes the run."""
+    manifest = one_image_manifest(tmp_path, "openmpi-debian-12-amd64")
+    outdir = tmp_path / "out"
+    args = ["run", "--manifests", str(manifest), "--mode", "random", "--iters", "2"]
+    args += ["--seed", "2", "--outdir", str(outdir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    needle = job_processes_of(outdir / "logs" / "random" / "iter-0000.job")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [
+        "harness: terminated; jobs in flight were stopped; rerun to resume"
+    ]
+    time.sleep(2)
+    assert not marked(needle)
+    assert not (outdir / "records.jsonl").exists() or not (outdir / "records.jsonl").read_text()
+    assert cli(*args).returncode == 0
+    assert len((outdir / "records.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.lab

@@ -21,11 +21,13 @@ set on the census's host, from which the report computes each mode's expected su
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import random
 import secrets
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -52,6 +54,7 @@ from harness.select.artifacts import ArtifactStore
 
 CENSUS, CENSUS_FILE, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_FILE, records.CENSUS_SCHEMA
 STEPS = ("pick", "acquire", "launch", "judge")
+MIN_FREE_BYTES = 64 * 1024  # below this the job's logs may have been cut short by the disk
 T = TypeVar("T")
 
 
@@ -194,6 +197,7 @@ class Experiment:
                 flux=image.flux,
             )
             result = step("launch", lambda: self.executor.run(job))
+            check_space(stdout.parent)
             fault = result.fault
             stage = "launch"
             if fault is not None and fault.kind == "dry-run":
@@ -272,10 +276,10 @@ def _select(cfg: RunConfig, images, host, store) -> tuple[list[matching.Verdict]
 
 
 def check_options(cfg: RunConfig) -> None:
-    if cfg.iters < 1:
-        raise HarnessError("--iters must be at least 1")
     if cfg.repeat < 1:
         raise HarnessError("--repeat must be at least 1")
+    if cfg.iters < 1:
+        raise HarnessError("--iters must be at least 1")
     if cfg.np < 1:
         raise HarnessError("--np must be at least 1")
     if cfg.max_concurrent < 1:
@@ -358,27 +362,47 @@ def run(
     on_record: Callable[[records.Record], None] | None = None,
     on_skip: Callable[[dict[str, str]], None] | None = None,
 ) -> Counter:
-    """Run the missing iterations of one mode; returns the count per reason of this call.
-
-    With max_concurrent K > 1, up to K iterations are in flight at once (the executor, e.g.
-    Flux, places them); records are still appended one per iteration in iteration order.
-    """
+    """Run the missing iterations of one mode; returns the count per reason of this call."""
     exp = prepare(cfg)
     if on_skip and exp.skipped:
         on_skip(exp.skipped)
-    with _mode_lock(cfg.outdir, cfg.mode):
-        records.repair(cfg.outdir)  # under the lock: nobody else is mid-append
-        return _iterate(cfg, exp, on_record)
+    return execute(exp, on_record)
+
+
+def execute(exp: Experiment, on_record: Callable[[records.Record], None] | None = None) -> Counter:
+    """The iterations of a prepared experiment, under the mode's lock.
+
+    With max_concurrent K > 1, up to K iterations are in flight at once (the executor, e.g.
+    Flux, places them); records are still appended one per iteration in iteration order. A full
+    disk anywhere in an iteration stops the run with one line, writing no record for it.
+    """
+    cfg = exp.cfg
+    try:
+        with _mode_lock(cfg.outdir, cfg.mode):
+            records.repair(cfg.outdir)  # under the lock: nobody else is mid-append
+            return _iterate(cfg, exp, on_record)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        where = exc.filename or cfg.outdir
+        raise HarnessError(f"no space left on {where}: free space and rerun to resume") from None
 
 
 def census(cfg: RunConfig, **kwargs) -> Counter:
     """Run every image of the manifest `cfg.repeat` times (mode `census`)."""
+    return run(census_config(cfg), **kwargs)
+
+
+def census_config(cfg: RunConfig) -> RunConfig:
     images = manifest.load(cfg.manifests)
-    total = cfg.repeat * len(images)
-    return run(
-        RunConfig(**{**cfg.__dict__, "mode": CENSUS, "iters": total}),
-        **kwargs,
-    )
+    return RunConfig(**{**cfg.__dict__, "mode": CENSUS, "iters": cfg.repeat * len(images)})
+
+
+def check_space(directory: Path) -> None:
+    """A job whose logs hit a full disk was cut short by the disk, not by its image: raise
+    ENOSPC rather than judge truncated logs."""
+    if shutil.disk_usage(directory).free < MIN_FREE_BYTES:
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory))
 
 
 @contextmanager

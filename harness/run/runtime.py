@@ -20,8 +20,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.select.artifacts import (
     RegistryUnreachable,
+    oras_client,
     probe_registry,
-    tls_verify,
     user_cache,
 )
 
@@ -64,10 +64,8 @@ class ImageCache:
         self._resolved: dict[str, tuple[str, str | None]] = {}
 
     def _oras(self):
-        import oras.client  # deferred: a run from local SIF files never needs it
-
-        if self._client is None:
-            self._client = oras.client.OrasClient(tls_verify=tls_verify())
+        if self._client is None:  # deferred: a run from local SIF files never needs it
+            self._client = oras_client()
         return self._client
 
     def check_registries(self, names: list[str]) -> None:

@@ -73,6 +73,16 @@ def tls_verify() -> bool | str:
     return str(SYSTEM_CA_BUNDLE) if SYSTEM_CA_BUNDLE.is_file() else True
 
 
+def oras_client():
+    """An ORAS client that trusts the system's CA store and prints nothing itself: what went
+    wrong reaches the user as the harness's one line, not as the library's own lines."""
+    import oras.client  # deferred: importing oras costs ~0.3 s and offline runs never need it
+    import oras.logger
+
+    oras.logger.logger.log_handler = []
+    return oras.client.OrasClient(tls_verify=tls_verify())
+
+
 class RegistryUnreachable(HarnessError):
     """The registry did not answer at all: an outage, not a verdict on an image."""
 
@@ -152,10 +162,8 @@ class ArtifactStore:
         return Artifact(ref, _digest(data), flat, f"registry:{ref}")
 
     def _fetch(self, where: str, ref: str) -> bytes:
-        import oras.client  # deferred: importing oras costs ~0.3 s and offline runs never need it
-
         if self._client is None:
-            self._client = oras.client.OrasClient(tls_verify=tls_verify())
+            self._client = oras_client()
         client = self._client
         try:
             host = ref.split("/", 1)[0]

@@ -26,9 +26,14 @@ REGISTRY = {
 EXECUTORS = tuple(REGISTRY)
 
 
+def names() -> tuple[str, ...]:
+    """The registered executors (a test may register one of its own)."""
+    return tuple(REGISTRY)
+
+
 def executor_class(name: str) -> type:
     if name not in REGISTRY:
-        raise HarnessError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
+        raise HarnessError(f"unknown executor {name!r} (known: {', '.join(names())})")
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
 

@@ -13,13 +13,18 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import ClassVar
 
 from harness.errors import HarnessError
+from harness.files import atomic_write
 from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, host_library, launcher_mpi
 from harness.run import runtime
 from harness.run.executors.base import Job, JobResult, Option
+
+# The environment variable that marks every process of a job with its attempt's token.
+JOB_MARK = "HARNESS_JOB_MARK"
 
 
 class LocalExecutor:
@@ -56,12 +61,14 @@ class LocalExecutor:
         env = dict(os.environ)
         if self._impl == "OpenMPI":
             env.update(OPENMPI_ROOT_ENV)
-        # one pid file per iteration (not per attempt): a rerun finds what a killed harness left
-        pidfile = job.stdout.with_name(job.stdout.name.split(".", 1)[0] + ".pid")
-        kill_leftover(pidfile, str(job.sif))
-        # New files, not truncated ones: nothing left over can write into this run's logs.
-        job.stdout.unlink(missing_ok=True)
-        job.stderr.unlink(missing_ok=True)
+        # One journal per iteration (not per attempt): a rerun finds what a killed harness left.
+        journal = job.stdout.with_name(job.stdout.name.split(".", 1)[0] + ".job")
+        kill_leftover(journal)
+        # The job's mark, journaled before it starts: every process of the job inherits it, so
+        # a rerun can find and kill them whenever this harness died, even before Popen returned.
+        token = uuid.uuid4().hex
+        env[JOB_MARK] = token
+        atomic_write(journal, token.encode())
         start = time.perf_counter()
         with job.stdout.open("wb") as out, job.stderr.open("wb") as err:
             # Own session: a timeout kills the launcher and every rank it started.
@@ -73,19 +80,18 @@ class LocalExecutor:
                 env=env,
                 start_new_session=True,
             )
-            pidfile.write_text(f"{proc.pid}\n")
             self._live.add(proc)
             timed_out = False
             try:
                 proc.wait(timeout=job.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-            finally:  # timeout, Ctrl-C or any error: the job does not outlive its iteration
+            finally:  # timeout, Ctrl-C, SIGTERM or any error: the job does not outlive this
                 if proc.poll() is None:
                     _killpg(proc.pid)
                     proc.wait()
                 self._live.discard(proc)
-                pidfile.unlink(missing_ok=True)
+                journal.unlink(missing_ok=True)
         run_s = time.perf_counter() - start
         code = proc.returncode
         sig = -code if code < 0 else None
@@ -109,18 +115,38 @@ def _killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def kill_leftover(pidfile: Path, marker: str) -> None:
-    """Kill the job a killed harness left running for this iteration (its pid file remains).
-
-    The pid is trusted only while its command line still names the image, so a recycled pid
-    of an unrelated process is left alone.
-    """
+def kill_leftover(journal: Path, wait_s: float = 10.0) -> None:
+    """Kill what a killed harness left running for this iteration: every process carrying the
+    mark its journal holds (the launcher, its ranks, their runtimes), then wait until they are
+    gone. A recycled pid can never match: the mark is a random token in the environment."""
     try:
-        pid = int(pidfile.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, ValueError):
-        pidfile.unlink(missing_ok=True)
+        token = journal.read_text().strip()
+    except OSError:
         return
-    if marker in cmdline:
-        _killpg(pid)
-    pidfile.unlink(missing_ok=True)
+    if token:
+        needle = f"{JOB_MARK}={token}".encode()
+        deadline = time.monotonic() + wait_s
+        while (pids := marked(needle)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+    journal.unlink(missing_ok=True)
+
+
+def marked(needle: bytes) -> list[int]:
+    """Pids of the live processes whose environment holds `needle` (NAME=value)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found

@@ -1,0 +1,113 @@
+"""Faults of the harness itself on the lab: SIGKILL at random points, a full disk. Each ends with
+exactly --iters records, the same image per iteration as an uninterrupted run of the same seed,
+and no process of the run left."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.run.executors.local import JOB_MARK
+from tests.conftest import ROOT, cli
+
+LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
+TAGS = ("openmpi-debian-12-amd64", "openmpi-debian-11-amd64")
+ITERS = 6
+
+
+def quick_manifest(tmp_path: Path) -> Path:
+    """Two lab images running a short real command (a job of about a second)."""
+    entries = yaml.safe_load(LAB_MANIFEST.read_text())["images"]
+    chosen = [
+        dict(e, command=["sleep", "0.3"]) for e in entries if e["name"].split(":")[-1] in TAGS
+    ]
+    assert len(chosen) == 2
+    path = tmp_path / "quick.yaml"
+    path.write_text(yaml.safe_dump({"images": chosen}))
+    return path
+
+
+def args_for(manifest: Path, outdir: Path) -> list[str]:
+    return ["run", "--manifests", str(manifest), "--mode", "random", "--iters", str(ITERS),
+            "--seed", "11", "--outdir", str(outdir)]  # fmt: skip
+
+
+def images_of(outdir: Path) -> list[tuple[int, str]]:
+    lines = (outdir / "records.jsonl").read_text().splitlines()
+    return [(r["iteration"], r["image"]) for r in map(json.loads, lines)]
+
+
+def marked_processes() -> list[int]:
+    """Every live process carrying a job mark of the harness (any job, any run)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"{JOB_MARK}=".encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.lab
+def test_sigkill_at_twenty_random_points(lab, tmp_path):
+    manifest = quick_manifest(tmp_path)
+    reference = tmp_path / "reference"
+    assert cli(*args_for(manifest, reference)).returncode == 0
+    outdir = tmp_path / "killed"
+    rng = random.Random(2026)
+    for _ in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", *args_for(manifest, outdir)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.3, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = cli(*args_for(manifest, outdir))
+    assert done.returncode == 0, done.stderr
+    assert images_of(outdir) == images_of(reference)
+    time.sleep(0.5)
+    assert marked_processes() == []
+
+
+@pytest.mark.lab
+def test_disk_full_stops_with_one_line_and_resumes(lab, tmp_path):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    manifest = quick_manifest(tmp_path)
+    reference = tmp_path / "reference"
+    assert cli(*args_for(manifest, reference)).returncode == 0
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        free = shutil.disk_usage(small).free
+        filler = small / "filler"
+        filler.write_bytes(b"\0" * (free - 70 * 1024))  # room for a few iterations, not six
+        outdir = small / "out"
+        full = cli(*args_for(manifest, outdir))
+        assert full.returncode == 2, full.stderr
+        (line,) = full.stderr.strip().splitlines()
+        assert line.startswith("harness: error: no space left on ") and "rerun" in line
+        assert 0 < len(images_of(outdir)) < ITERS  # stopped mid-run, nothing half-recorded
+        filler.unlink()
+        again = cli(*args_for(manifest, outdir))
+        assert again.returncode == 0, again.stderr
+        assert images_of(outdir) == images_of(reference)
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    assert marked_processes() == []
