@@ -453,9 +453,9 @@ def lammps_gpu_switches(args: list[str]) -> tuple[list[str], list[str]]:
                 pairs.append((key, value))
             options = dict(pairs)
             gpus = options.get("g", options.get("gpus"))
-            if gpus is None:
-                kokkos.append(f"{arg} on")
-            elif gpus.strip() not in ("0", ""):
+            if gpus is None or gpus.strip() == "0":  # a GPU KOKKOS still wants its device
+                kokkos.append(f"{arg} on" + (f" g {gpus}" if gpus else ""))
+            else:
                 asks.append(f"{arg} on g {gpus}")
     return asks, kokkos
 
@@ -676,11 +676,32 @@ def create_artifact(
     return render(load_spec(spec_path), fields)
 
 
+def local_sif(image: str) -> Path:
+    """The SIF to describe: the file itself, or the image pulled through the harness's own
+    runtime and SIF cache (the same pull `harness run` does)."""
+    from harness.run.runtime import ImageCache, is_local
+
+    if is_local(image) or Path(image).is_file():
+        if not Path(image).is_file():
+            raise ArtifactError(f"{image}: no such SIF file")
+        return Path(image)
+    pulled = ImageCache().pull(
+        image.removeprefix("oras://") if image.startswith("oras://") else image
+    )
+    if pulled.path is None:
+        raise ArtifactError(pulled.error.strip().splitlines()[-1] if pulled.error else image)
+    return pulled.path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="harness artifact create", description="compatibility artifact of a SIF image"
     )
-    parser.add_argument("image", type=Path, help="the SIF file")
+    parser.add_argument(
+        "image",
+        help="a SIF file, or an image reference to pull first (docker://..., oras://..., or "
+        "registry/name:tag)",
+    )
     parser.add_argument("-o", "--out", type=Path, help="write the JSON here (default stdout)")
     parser.add_argument("--spec", type=Path, default=None, help=f"creation spec ({DEFAULT_SPEC})")
     parser.add_argument(
@@ -689,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
-        ex = extract(args.image)
+        ex = extract(local_sif(args.image))
         artifact = render(spec, ex.fields)
     except (HarnessError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -62,6 +62,26 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-concurrent", type=int, default=1, help="iterations in flight at once (default 1)"
     )
+    p.add_argument(
+        "--runtime-option",
+        dest="runtime_options",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument of `apptainer exec` for every image, e.g. --runtime-option=--nv "
+        "or --runtime-option=--bind --runtime-option=/site/lib:/site/lib (repeatable; added to "
+        "the manifest's per-image runtime_options; --nv/--rocm are added by themselves for "
+        "images whose artifact says they use a GPU when this machine has one)",
+    )
+    p.add_argument(
+        "--launcher-option",
+        dest="launcher_options",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument of the MPI launcher, e.g. --launcher-option=--oversubscribe "
+        "(repeatable)",
+    )
     for name in names():
         options = executor_class(name).OPTIONS
         if options:
@@ -203,9 +223,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("artifact", help="compatibility artifacts")
     asub = p.add_subparsers(dest="artifact_command", required=True)
     a = asub.add_parser(
-        "create", help="describe a SIF image as a CompatibilitySpec", add_help=False
+        "create",
+        help="describe an image (SIF, docker://, oras://) as a CompatibilitySpec",
+        add_help=False,
     )
     a.add_argument("rest", nargs=argparse.REMAINDER)
+    a = asub.add_parser("push", help="push an artifact beside its image (<tag>-compspec)")
+    a.add_argument("image", help="the image reference (registry/name:tag)")
+    a.add_argument("artifact", type=Path, help="the CompatibilitySpec JSON file")
+    a.add_argument("--to", help="another artifact reference (default: the image's tag-compspec)")
+
+    p = sub.add_parser("manifest", help="compspec-go manifests")
+    msub = p.add_subparsers(dest="manifest_command", required=True)
+    m = msub.add_parser("init", help="a manifest pairing images with their artifacts")
+    m.add_argument("images", nargs="+", help="image references or local SIF files")
+    m.add_argument("-o", "--out", type=Path, required=True, help="the manifest to write")
+    m.add_argument(
+        "--command",
+        dest="image_command",
+        action="append",
+        metavar="ARG",
+        help="one argument of what to run in each image, in order, e.g. --command=lmp "
+        "--command=-in --command=in.lj (default: lmp -in in.lj)",
+    )
+    m.add_argument("--workdir", help="where to run it inside the image")
 
     p = sub.add_parser("lab", help="the lab: image matrix, registry, artifacts")
     lsub = p.add_subparsers(dest="lab_command", required=True)
@@ -409,6 +450,8 @@ def _run_config(args, mode: str, iters: int):
         matcher=args.matcher,
         executor_options=executor_options(args),
         repeat=getattr(args, "repeat", 1),
+        runtime_options=tuple(args.runtime_options),
+        launcher_options=tuple(args.launcher_options),
     )
 
 
@@ -565,9 +608,22 @@ def cmd_records(args) -> int:
 
 
 def cmd_artifact(args) -> int:
+    if args.artifact_command == "push":
+        from harness.select.artifact_push import push
+
+        print(push(args.image, args.artifact, args.to))
+        return 0
     from harness import artifact_create
 
     return artifact_create.main(args.rest)
+
+
+def cmd_manifest(args) -> int:
+    from harness.select.manifest_init import write
+
+    write(args.images, args.out, args.image_command, args.workdir)
+    print(f"wrote {args.out} ({len(args.images)} images)")
+    return 0
 
 
 def cmd_lab(args) -> int:
@@ -593,6 +649,7 @@ COMMANDS = {
     "report": cmd_report,
     "records": cmd_records,
     "artifact": cmd_artifact,
+    "manifest": cmd_manifest,
     "lab": cmd_lab,
 }
 

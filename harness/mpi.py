@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from functools import cache
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from harness.errors import HarnessError
 
@@ -75,3 +79,95 @@ def host_library(soname: str) -> Path:
         if m and ("x86-64" in m.group(1) or "AArch64" in m.group(1)):
             return Path(m.group(2))
     raise HarnessError(f"bind model: the host has no {soname} to bind into the container")
+
+
+# -- PMI: how a resource manager's launcher bootstraps an image's MPI (harness/data/pmi.yaml) --
+
+
+@cache
+def pmi_rules() -> dict:
+    """harness/data/pmi.yaml, checked: interfaces, per-MPI bootstrap rules, launchers."""
+    text = resources.files("harness").joinpath("data/pmi.yaml").read_text()
+    data = yaml.safe_load(text)
+    where = "harness/data/pmi.yaml"
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), dict | list) for k in ("interfaces", "mpi", "launchers")
+    ):
+        raise HarnessError(f"{where}: expected interfaces, mpi and launchers")
+    known = set(data["interfaces"])
+    for rule in data["mpi"]:
+        unknown = set(rule.get("bootstraps") or []) - known
+        if not rule.get("implementation") or unknown:
+            raise HarnessError(f"{where}: bad mpi rule {rule!r} (unknown: {sorted(unknown)})")
+    for name, launcher in data["launchers"].items():
+        for plugin, serves in (launcher.get("plugins") or {}).items():
+            if set(serves or []) - known:
+                raise HarnessError(f"{where}: {name} plugin {plugin} serves unknown interfaces")
+    return data
+
+
+def _version_matches(prefix: str, version: str) -> bool:
+    want, have = str(prefix).split("."), version.split(".")
+    return have[: len(want)] == want
+
+
+def bootstraps(implementation: str | None, version: str | None = None) -> list[str]:
+    """The PMI interfaces an MPI bootstraps from under direct launch, in order of preference;
+    empty for an unknown implementation (or none)."""
+    if not implementation:
+        return []
+    impl = normalise(implementation)
+    rules = [r for r in pmi_rules()["mpi"] if normalise(r["implementation"]) == impl]
+    if version:
+        for rule in rules:
+            prefixes = rule.get("versions")
+            if not prefixes or any(_version_matches(p, version) for p in prefixes):
+                return list(rule["bootstraps"])
+    if not rules:
+        return []
+    shared = [i for i in rules[0]["bootstraps"] if all(i in r["bootstraps"] for r in rules)]
+    return shared
+
+
+def launcher_plugins(launcher: str) -> dict[str, list[str]]:
+    """A launcher's PMI choices (e.g. Slurm's --mpi plugins) -> the interfaces each serves, in
+    the order of preference."""
+    launchers = pmi_rules()["launchers"]
+    if launcher not in launchers:
+        raise HarnessError(f"harness/data/pmi.yaml knows no launcher {launcher!r}")
+    return {str(k): list(v or []) for k, v in (launchers[launcher].get("plugins") or {}).items()}
+
+
+def choose_plugin(
+    launcher: str, available: list[str], implementation: str | None, version: str | None
+) -> tuple[str | None, str]:
+    """The plugin (of those `available`) that serves what the MPI bootstraps from, and why;
+    None when none does (or the image has no known MPI)."""
+    wants = bootstraps(implementation, version)
+    if not wants:
+        what = f"{implementation} {version or ''}".strip() if implementation else "no MPI"
+        return None, f"image MPI: {what}; no PMI rule applies"
+    plugins = launcher_plugins(launcher)
+    for interface in wants:
+        for plugin, serves in plugins.items():
+            if plugin in available and interface in serves:
+                return plugin, (
+                    f"image MPI {implementation} {version or '(version unknown)'} bootstraps "
+                    f"from {', '.join(wants)}; {launcher} plugin {plugin} serves {interface}"
+                )
+    return None, (
+        f"image MPI {implementation} {version or '(version unknown)'} bootstraps from "
+        f"{', '.join(wants)}; no {launcher} plugin of {', '.join(available)} serves it"
+    )
+
+
+def bootstrappable(launcher: str, available: list[str]) -> list[str]:
+    """The MPI implementations (as pmi.yaml spells them) that some available plugin of the
+    launcher can bootstrap, at least in one of their versions."""
+    plugins = launcher_plugins(launcher)
+    served = {i for p, serves in plugins.items() if p in available for i in serves}
+    found: list[str] = []
+    for rule in pmi_rules()["mpi"]:
+        if served & set(rule["bootstraps"]) and rule["implementation"] not in found:
+            found.append(rule["implementation"])
+    return found

@@ -57,7 +57,13 @@ class ReplayExecutor:
         job.stdout.write_text(out.get("stdout", ""))
         job.stderr.write_text(out.get("stderr", ""))
         return JobResult(
-            argv=["replay", str(job.sif), *job.command],
+            argv=[
+                "replay",
+                *job.launcher_options,
+                *job.runtime_options,
+                str(job.sif),
+                *job.command,
+            ],
             exit_code=out.get("exit_code", 0),
             signal=None,
             timed_out=False,

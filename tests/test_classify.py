@@ -85,7 +85,10 @@ def lines(*parts) -> str:
 
 def test_reasons_order():
     # The exact strings and order are a contract of `harness classify` and `harness report`.
-    expected = "success arch os-abi gpu mpi mpi-singleton missing-binary pull timeout infra unknown"
+    expected = (
+        "success arch os-abi gpu mpi mpi-singleton missing-binary application pull timeout "
+        "infra unknown"
+    )
     assert " ".join(REASONS) == expected
 
 
@@ -726,7 +729,7 @@ def test_reasons_file_drives_the_module():
     with pytest.raises(KeyError):
         reasons.reason("nope")
     # the report's colours, unchanged
-    assert {n: reasons.reason(n).colour for n in REASONS if n != "infra"} == {
+    assert {n: reasons.reason(n).colour for n in REASONS if n not in ("infra", "application")} == {
         "success": "#2ca02c",
         "arch": "#d62728",
         "os-abi": "#ff7f0e",
@@ -904,3 +907,15 @@ def test_cli_reads_a_jobs_stdout_with_its_stderr(tmp_path):
         "missing-binary",
         'FATAL:   "lmp": executable file not found in $PATH',
     )
+
+
+def test_the_applications_own_error_is_the_cause_not_mpis_teardown():
+    """The lab's bookworm image run outside its input's directory: LAMMPS stops on its own
+    error (stdout), mpirun then prints its teardown, including an ORTE_ERROR_LOG (stderr)."""
+    out = "LAMMPS (29 Sep 2021 - Update 2)\nERROR on proc 0: Cannot open input script in.lj: No such file or directory (src/lammps.cpp:520)\nLast command: (unknown)\n"  # noqa: E501
+    err = "[vm:07372] [[28722,0],0] ORTE_ERROR_LOG: Data unpack would read past end of buffer in file ../../../orte/util/show_help.c at line 501\n"  # noqa: E501
+    c = classify(out + "\n" + err, exit_code=1, ranks=2)
+    assert (c.reason, c.evidence.split(":")[0]) == ("application", "ERROR on proc 0")
+    # a LAMMPS GPU error stays `gpu` (the specific rule is tried first on the line)
+    gpu = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)"
+    assert classify(gpu, exit_code=1).reason == "gpu"

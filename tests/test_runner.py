@@ -55,7 +55,7 @@ def lab(tmp_path: Path, delays: dict | None = None, missing: tuple[str, ...] = (
                     "attributes": {"os.vendor": "debian", "mpi.implementation": "OpenMPI", **attrs},
                 },
                 {"name": "io.archspec", "attributes": {"cpu.target": "amd64"}},
-            ]
+            ],
         }
         (tmp_path / f"{name}.json").write_text(json.dumps(spec))
         entries.append({"name": str(sif), "artifact": f"{name}.json"})
@@ -213,3 +213,34 @@ def test_census_runs_every_image_and_keeps_each_modes_candidates(replay, tmp_pat
     # seeded: the same order again
     runner.census(config(setup, tmp_path / "again", iters=1, repeat=2))
     assert [r.image for r in records.read(tmp_path / "again")] == [r.image for r in recs]
+
+
+def test_launch_options_from_the_manifest_and_the_run_reach_the_job(replay, tmp_path):
+    setup = lab(tmp_path)
+    data = json.loads(setup["manifest"].read_text())
+    data["images"][0]["runtime_options"] = ["--cleanenv"]
+    data["images"][0]["launcher_options"] = ["--oversubscribe"]
+    setup["manifest"].write_text(json.dumps(data))
+    cfg = config(setup, tmp_path / "out", iters=12, runtime_options=("--bind", "/a:/b"))
+    runner.run(cfg)
+    for r in records.read(tmp_path / "out"):
+        first = Path(r.image).stem == "ok-12"
+        expected = ["--oversubscribe", "--cleanenv"] if first else []
+        assert r.argv[1:-4] == [*expected, "--bind", "/a:/b"], r.argv
+
+
+def test_gpu_images_get_the_hosts_gpu_flag_only_on_a_gpu_host(tmp_path):
+    from harness.select import host as hostmod
+    from harness.select import manifest
+    from harness.select.artifacts import ArtifactStore
+
+    setup = lab(tmp_path)
+    images = manifest.load(setup["manifest"])
+    store = ArtifactStore()
+    nvidia = hostmod.gpu_runtime_flags(exists=lambda d: d == "/dev/nvidiactl")
+    assert nvidia == ["--nv"]
+    assert hostmod.gpu_runtime_flags(exists=lambda d: d == "/dev/kfd") == ["--rocm"]
+    assert hostmod.gpu_runtime_flags(exists=lambda d: False) == []
+    flags = runner.gpu_flags(images, store, nvidia)
+    assert {Path(k).stem: v for k, v in flags.items()} == {"gpu-12": ["--nv"]}
+    assert runner.gpu_flags(images, store, []) == {}

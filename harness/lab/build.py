@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import hashlib
 import inspect
 import json
@@ -691,8 +692,32 @@ def _check_tools() -> None:
         raise HarnessError("building the lab images needs root (debootstrap, chroot, mount)")
 
 
+def build_lock(cache: Path) -> Any:
+    """One build per cache at a time: two would delete each other's rootfs trees.  A
+    second build waits for the first (and then finds most images up to date)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    fh = (cache / "build.lock").open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        console.print(f"another lab build (pid {holder}) is using {cache}: waiting for it")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache: Path) -> int:
     _check_tools()
+    with build_lock(cache):
+        return _run_build(matrix, tags, jobs=jobs, force=force, cache=cache)
+
+
+def _run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache: Path) -> int:
     builder = Builder(matrix, cache, force=force)
     wanted = {matrix.by_tag(t).tag for t in tags} if tags else {i.tag for i in matrix.images}
     # Building an image needs its parent's rootfs: add parents.
@@ -783,6 +808,8 @@ def run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache:
                         results[image.tag] = fut.result()
                     except Exception as exc:  # noqa: BLE001 - reported per image
                         failed[image.tag] = str(exc)
+                        if not live:
+                            console.print(escape(f"{image.tag}: failed: {exc}"), soft_wrap=True)
                         progress.update(
                             task_ids[image.tag], description=f"[red]failed[/]: {escape(str(exc))}"
                         )

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +47,7 @@ from harness.judge.classify import classify
 from harness.judge.faults import Fault
 from harness.judge.reasons import counts_in_rate
 from harness.run.executors import Executor, Job, JobResult, create
+from harness.run.loadcheck import loader_failure
 from harness.run.runtime import ImageCache, Pulled
 from harness.select import host as hostmod
 from harness.select import manifest, matching, modes
@@ -54,6 +55,10 @@ from harness.select.artifacts import ArtifactStore
 
 CENSUS, CENSUS_FILE, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_FILE, records.CENSUS_SCHEMA
 STEPS = ("pick", "acquire", "launch", "judge")
+# Reasons that may be the symptom of a bound library that does not load in the image (an MPI
+# or PMI that fails to initialise, or a failure no rule names); not e.g. mpi-singleton, where
+# the image's MPI never loads the bound library at all.
+SYMPTOMS = ("mpi", "unknown")
 MIN_FREE_BYTES = 64 * 1024  # below this the job's logs may have been cut short by the disk
 T = TypeVar("T")
 
@@ -79,6 +84,8 @@ class RunConfig:
     matcher: str = "native"
     executor_options: dict = field(default_factory=dict)  # e.g. Flux URI, MiniCluster size
     repeat: int = 1  # census only: runs of each image
+    runtime_options: tuple[str, ...] = ()  # extra `apptainer exec` argv for every image
+    launcher_options: tuple[str, ...] = ()  # extra MPI launcher argv
 
 
 def pick(candidates: list[str], seed: int, mode: str, iteration: int) -> str:
@@ -136,8 +143,8 @@ class _Steps:
         t = time.perf_counter()
         try:
             return work()
-        finally:
-            self.seconds[name] = round(time.perf_counter() - t, 6)
+        finally:  # a step may run in parts (judge, then the loader check): add them up
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t, 6)
 
 
 @dataclass
@@ -152,6 +159,7 @@ class Experiment:
     executor: Executor
     images: ImageCache
     skipped: dict[str, str]  # images excluded for an invalid artifact (--skip-invalid)
+    gpu_flags: dict[str, list[str]] = field(default_factory=dict)  # image -> e.g. ["--nv"]
 
     def choose(self, i: int) -> matching.Verdict:
         names = [v.image.name for v in self.allowed]
@@ -195,6 +203,12 @@ class Experiment:
                 stderr,
                 image=image.name,
                 flux=image.flux,
+                runtime_options=(
+                    *image.runtime_options,
+                    *cfg.runtime_options,
+                    *self.gpu_flags.get(image.name, ()),
+                ),
+                launcher_options=(*image.launcher_options, *cfg.launcher_options),
             )
             result = step("launch", lambda: self.executor.run(job))
             check_space(stdout.parent)
@@ -214,6 +228,8 @@ class Experiment:
                 fault=fault,
             ),
         )
+        if verdict.reason in SYMPTOMS and result is not None and result.binds and fault is None:
+            verdict = step("judge", lambda: cause_of(verdict, result, pulled.path))
         return records.Record(
             iteration=i,
             mode=cfg.mode,
@@ -254,6 +270,17 @@ class Experiment:
             steps=step.seconds,
             stage=None if verdict.reason == "success" else stage,
         )
+
+
+def cause_of(verdict, result: JobResult, sif: Path):
+    """A failed job with host files bound in: when the image's loader cannot load one of them,
+    that is the cause (os-abi, the loader's line as evidence) and the job's own line the
+    symptom, kept in the note."""
+    line = loader_failure(result.runtime or "apptainer", sif, result.binds)
+    if line is None:
+        return verdict
+    symptom = f"symptom ({verdict.reason}): {verdict.evidence}"
+    return replace(verdict, reason="os-abi", evidence=line, note=symptom, source="application")
 
 
 def attempt_paths(outdir: Path, mode: str, i: int) -> tuple[Path, Path]:
@@ -299,6 +326,8 @@ def prepare(cfg: RunConfig) -> Experiment:
     executor = create(cfg.executor, cfg.launcher, cfg.executor_options)
     executor.preflight()
     host = hostmod.resolve(cfg.host_file, cfg.launcher)
+    if cfg.host_file is None and hasattr(executor, "describe_host"):  # e.g. Slurm's MPI set
+        host = executor.describe_host(host)
     store = ArtifactStore(cache=cfg.cache, skip_invalid=cfg.skip_invalid)
     allowed, select_s = _select(cfg, images, host, store)
     cache = ImageCache(cfg.sif_cache)
@@ -328,7 +357,26 @@ def prepare(cfg: RunConfig) -> Experiment:
     seed = check_resume(cfg, before, now)
     if census_sets is not None:
         write_census(cfg, host, census_sets, [v.image.name for v in allowed], seed)
-    return Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
+    exp = Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
+    exp.gpu_flags = gpu_flags([v.image for v in allowed], store, hostmod.gpu_runtime_flags())
+    return exp
+
+
+def gpu_flags(images, store: ArtifactStore, flags: list[str]) -> dict[str, list[str]]:
+    """`flags` (this machine's --nv/--rocm) for the images whose artifact says they use a GPU:
+    without them a GPU image cannot reach the driver even on a GPU node."""
+    if not flags:
+        return {}
+    wanted = {}
+    for image in images:
+        try:
+            artifact = store.get(image.name, image.artifact)
+        except HarnessError:
+            continue  # no artifact, no claim: the image runs as it is
+        gpu = (artifact.attributes if artifact else {}).get(hostmod.GPU, "no")
+        if gpu.strip().lower() in matching.YES:
+            wanted[image.name] = flags
+    return wanted
 
 
 def candidate_sets(cfg: RunConfig, images, host, store) -> dict[str, dict[str, Any]]:

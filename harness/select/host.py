@@ -23,9 +23,21 @@ GPU = "org.supercontainers.hardware.gpu.available"
 MPI_IMPL = "org.supercontainers.mpi.implementation"
 MPI_VERSION = "org.supercontainers.mpi.version"
 LIBC = "org.supercontainers.libc.version"
+# Keys that describe a host but are never compared (no mode can name them): what a scheduler's
+# launcher offers. A host description and a host file may hold them.
+SLURM_MPI_PLUGINS = "org.slurm.mpi.plugins"  # `srun --mpi=list`, comma-separated
+PMI = "org.supercontainers.mpi.pmi"  # the PMI interfaces the launcher serves (data/pmi.yaml)
+DESCRIPTIVE = (SLURM_MPI_PLUGINS, PMI)
 
-# Devices a GPU driver creates: NVIDIA, AMD ROCm. Their presence is what a container can use.
-GPU_DEVICES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")
+# Devices a GPU driver creates: NVIDIA, AMD ROCm. Their presence is what a container can use,
+# once the runtime is told to pass the driver in (Apptainer: --nv, --rocm).
+GPU_RUNTIME_FLAGS = {"/dev/nvidiactl": "--nv", "/dev/nvidia0": "--nv", "/dev/kfd": "--rocm"}
+GPU_DEVICES = tuple(GPU_RUNTIME_FLAGS)
+
+
+def gpu_runtime_flags(exists=os.path.exists) -> list[str]:
+    """The runtime flags that give a container this host's GPU driver (none without a GPU)."""
+    return list(dict.fromkeys(f for d, f in GPU_RUNTIME_FLAGS.items() if exists(d)))
 
 
 def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
@@ -78,7 +90,7 @@ def load(path: str | Path) -> dict[str, str]:
         raise HarnessError(f"host file {path}: neither JSON nor YAML") from None
     if not isinstance(data, dict):
         raise HarnessError(f"host file {path}: expected a flat mapping of attribute keys")
-    unknown = sorted(str(k) for k in data if k not in comparators())
+    unknown = sorted(str(k) for k in data if k not in comparators() and k not in DESCRIPTIVE)
     if unknown:
         raise HarnessError(f"host file {path}: unknown host key(s): {', '.join(unknown)}")
     bad = sorted(str(k) for k, v in data.items() if isinstance(v, dict | list))
@@ -89,6 +101,22 @@ def load(path: str | Path) -> dict[str, str]:
 
 def resolve(host_file: str | Path | None, launcher: str) -> dict[str, str]:
     return load(host_file) if host_file else detect(launcher)
+
+
+def with_launcher_mpi(
+    host: dict[str, str], implementations: list[str], described: dict[str, str]
+) -> dict[str, str]:
+    """The host as a scheduler's job sees it: its MPI is the set of implementations the
+    scheduler's launcher can bootstrap (comma-separated; the matcher's `mpi` comparison takes
+    a set), with `described` (DESCRIPTIVE keys: the launcher's PMI plugins and interfaces)
+    beside it. There is no single MPI version then: the MPI launcher's version is dropped."""
+    unknown = sorted(set(described) - set(DESCRIPTIVE))
+    if unknown:
+        raise HarnessError(f"not descriptive host keys: {', '.join(unknown)}")
+    desc = {k: v for k, v in host.items() if k != MPI_VERSION}
+    desc[MPI_IMPL] = ",".join(implementations)
+    desc.update(described)
+    return desc
 
 
 def to_json(host: dict[str, str]) -> str:

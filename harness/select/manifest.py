@@ -15,7 +15,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # LAMMPS' own Lennard-Jones example, as the reference images ship it.
 DEFAULT_COMMAND = ("lmp", "-in", "in.lj")
-RUN_FIELDS = {"command", "workdir", "mpi_model", "flux"}
+RUN_FIELDS = {"command", "workdir", "mpi_model", "flux", "runtime_options", "launcher_options"}
 KNOWN_FIELDS = {"name", "artifact"} | RUN_FIELDS
 # bind (the default): the host's MPI library bound into the image; hybrid: the image's own MPI.
 MPI_MODELS = ("bind", "hybrid")
@@ -36,6 +36,10 @@ class Image:
     workdir: str | None = None
     mpi_model: str | None = None
     flux: dict | None = None  # Flux shell options, env, PMI binding (executors/flux.py)
+    # extra argv of the container runtime's `exec` (e.g. --nv, --cleanenv, --bind A:B) and of
+    # the MPI launcher, for this image; added to the run's own (--runtime-option, ...)
+    runtime_options: tuple[str, ...] = ()
+    launcher_options: tuple[str, ...] = ()
 
 
 def load(path: str | Path) -> list[Image]:
@@ -96,6 +100,12 @@ def _entry(path: Path, index: int, raw: object) -> Image:
                 f"{where} field 'flux' has unknown key(s): {', '.join(map(str, unknown))} "
                 f"(known: {', '.join(FLUX_SETTINGS)})"
             )
+    options = {}
+    for field in ("runtime_options", "launcher_options"):
+        value = raw.get(field, [])
+        if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+            raise HarnessError(f"{where} field '{field}' must be a list of arguments (strings)")
+        options[field] = tuple(value)
     artifact = artifact.strip() if artifact else None
     if artifact and artifact.endswith(".json") and not Path(artifact).is_absolute():
         # a local artifact file is named relative to the manifest, not to the caller's cwd
@@ -107,4 +117,5 @@ def _entry(path: Path, index: int, raw: object) -> Image:
         workdir=workdir,
         mpi_model=mpi_model,
         flux=flux,
+        **options,
     )

@@ -21,12 +21,19 @@ from harness.system import normalise_arch
 YES = {"yes", "true", "1", "y"}
 
 
+def mpi_set(value: str) -> frozenset[str]:
+    """MPI implementations named by a value: one name, or a comma-separated set (a host whose
+    launcher bootstraps several, e.g. Slurm with its pmix and pmi2 plugins)."""
+    return frozenset(mpi.normalise(v) for v in value.split(",") if v.strip())
+
+
 # Each comparison kind turns a value into a canonical form; two values agree when their forms
-# are equal, except versions, which agree when one is a prefix of the other by components.
+# are equal, except versions, which agree when one is a prefix of the other by components, and
+# MPI implementations, which agree when the host's set holds every one the image names.
 NORMALISERS = {
     "arch": normalise_arch,
     "nocase": lambda v: v.strip().lower(),
-    "mpi": mpi.normalise,
+    "mpi": mpi_set,
     "yesno": lambda v: v.strip().lower() in YES,
     "version": lambda v: tuple(v.strip().split(".")),
     "exact": lambda v: v,
@@ -37,6 +44,8 @@ def _agree(kind: str, host, image) -> bool:
     if kind == "version":
         n = min(len(host), len(image))
         return host[:n] == image[:n]
+    if kind == "mpi":
+        return bool(image) and image <= host
     return host == image
 
 

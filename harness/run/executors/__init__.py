@@ -22,6 +22,7 @@ REGISTRY = {
     "local": "harness.run.executors.local:LocalExecutor",
     "flux": "harness.run.executors.flux:FluxExecutor",
     "minicluster": "harness.run.executors.minicluster:MiniClusterExecutor",
+    "slurm": "harness.run.executors.slurm:SlurmExecutor",
 }
 EXECUTORS = tuple(REGISTRY)
 

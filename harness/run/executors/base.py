@@ -22,6 +22,8 @@ class Job:
     stderr: Path
     image: str | None = None  # the image's name (a cluster executor pulls it itself)
     flux: Mapping[str, Any] | None = None  # the manifest's per-image Flux settings
+    runtime_options: tuple[str, ...] = ()  # extra argv of `apptainer exec` (--nv, --bind ...)
+    launcher_options: tuple[str, ...] = ()  # extra argv of the MPI launcher
 
 
 @dataclass
@@ -34,6 +36,10 @@ class JobResult:
     run_s: float
     events: list[dict] = field(default_factory=list)
     fault: Fault | None = None  # what the executor knows besides the output (typed)
+    # `--bind` specs of host files the image's programs load (the bind model's MPI library,
+    # Flux's PMI library): checked with the image's own loader when the job fails
+    binds: list[str] = field(default_factory=list)
+    runtime: str | None = None  # the container runtime that ran the job (for that check)
 
 
 @dataclass(frozen=True)

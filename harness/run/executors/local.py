@@ -50,11 +50,17 @@ class LocalExecutor:
         inner = [self._runtime, "exec"]
         if job.workdir:
             inner += ["--pwd", job.workdir]
-        if job.mpi_model == "bind":
-            lib = host_library(SONAMES[self._impl])
-            inner += ["--bind", f"{lib.resolve()}:{lib}"]
-        inner += [str(job.sif), *job.command]
-        return [shutil.which(self.launcher), "-n", str(job.np), *inner]
+        for spec in self.binds(job):
+            inner += ["--bind", spec]
+        inner += [*job.runtime_options, str(job.sif), *job.command]
+        return [shutil.which(self.launcher), *job.launcher_options, "-n", str(job.np), *inner]
+
+    def binds(self, job: Job) -> list[str]:
+        """Host files bound into the image: the host's MPI library in the bind model."""
+        if job.mpi_model != "bind":
+            return []
+        lib = host_library(SONAMES[self._impl])
+        return [f"{lib.resolve()}:{lib}"]
 
     def run(self, job: Job) -> JobResult:
         argv = self.argv(job)
@@ -102,6 +108,8 @@ class LocalExecutor:
             timed_out=timed_out,
             queue_s=0.0,
             run_s=run_s,
+            binds=self.binds(job),
+            runtime=self._runtime,
         )
 
     def cancel_all(self) -> None:
