@@ -116,16 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("host", help="describe this machine in compspec attribute keys")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _launcher_arg(p)
 
     p = sub.add_parser("candidates", help="images a mode allows for a host")
     _selection_args(p)
     _matcher_arg(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("explain", help="every attribute compared, per image, and the verdict")
     _selection_args(p, mode_required=False)
+    p.add_argument(
+        "--wide", action="store_true", help="full image names (default: tags, to fit 100 columns)"
+    )
 
     p = sub.add_parser("predict", help="expected success rate of each mode, before running")
     _selection_args(p, mode_required=False)
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="harness outdirs or a published results csv to compare with",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("run", help="run N iterations of a mode and record each outcome")
     _selection_args(p)
@@ -180,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _launch_args(p)
 
     p = sub.add_parser("status", help="progress of a run directory, from its records")
-    p.add_argument("outdir", type=Path)
+    p.add_argument("outdir", type=Path, help="the run directory")
 
     # prepull, artifact create and lab * parse their own arguments (their --help included)
     p = sub.add_parser(
@@ -189,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("classify", help="classify raw job logs")
-    p.add_argument("paths", nargs="+", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("paths", nargs="+", type=Path, help="log files or directories of them")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("report", help="tables, CSV, markdown and plots from run records")
     p.add_argument("outdirs", nargs="+", type=Path, help="run directories (harness run/census)")
@@ -310,32 +313,32 @@ def cmd_explain(args) -> int:
     from harness.select import matching, modes
 
     # Rich assumes 80 columns when output is not a terminal: too narrow for attribute keys.
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if sys.stdout.isatty() else (200 if args.wide else 100))
+    shown = (lambda name: name) if args.wide else short_name
+    # without --wide, a key by its last two parts (os.version, gpu.available, ...)
+    key = (lambda k: k) if args.wide else (lambda k: ".".join(k.split(".")[-2:]))
     names = [args.mode] if args.mode else list(modes.load(args.mode_file))
     images, desc, store = _selection_inputs(args)
     for name in names:
         mode = modes.resolve(name, args.mode_file)
         verdicts = matching.judge(images, mode, desc, store)
-        table = Table(
-            "image",
-            "attribute",
-            "host",
-            "image value",
-            "",
-            "verdict",
-            title=f"mode {mode.name}: {mode.description}",
-        )
+        table = Table(title=f"mode {mode.name}: {mode.description}")
+        table.add_column("image", no_wrap=True)
+        table.add_column("attribute", no_wrap=True)
+        for col in ("host", "image value", "", "verdict"):
+            table.add_column(col)
         for v in verdicts:
             if not v.checks:
-                table.add_row(v.image.name, "-", "-", "-", "", "[green]in[/] (no filter)")
+                table.add_row(shown(v.image.name), "-", "-", "-", "", "[green]in[/] (no filter)")
             for j, c in enumerate(v.checks):
                 mark = "[green]pass[/]" if c.ok else "[red]fail[/]"
                 verdict = ""
                 if j == 0:
-                    verdict = "[green]in[/]" if v.ok else f"[red]out[/]: {v.failed[0].key} differs"
+                    differs = ", ".join(key(f.key) for f in v.failed)
+                    verdict = "[green]in[/]" if v.ok else f"[red]out[/]: {differs}"
                 table.add_row(
-                    v.image.name if j == 0 else "",
-                    c.key,
+                    shown(v.image.name) if j == 0 else "",
+                    key(c.key),
                     c.host,
                     c.image if c.image is not None else "(absent)",
                     mark,
@@ -481,7 +484,6 @@ def cmd_census(args) -> int:
 
     cfg = runner.census_config(_run_config(args, runner.CENSUS, 1))
     _execute(runner.prepare(cfg))
-    print(f"census done: harness report {args.outdir}", file=sys.stderr)
     return 0
 
 
@@ -514,6 +516,7 @@ def _execute(exp) -> None:
             )
 
         runner.execute(exp, on_record=line)
+        _summary(cfg, counts)
         return
     with Progress(
         TextColumn(f"[bold]{cfg.mode}"),
@@ -521,9 +524,15 @@ def _execute(exp) -> None:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[counts]}"),
+        TextColumn("[dim]{task.fields[now]}"),
         transient=False,
     ) as progress:
-        task = progress.add_task("run", total=cfg.iters, counts="")
+        task = progress.add_task("run", total=cfg.iters, counts="", now="")
+        words = {"acquire": "pulling", "launch": "running", "judge": "judging"}
+
+        def on_step(i: int, image: str, step: str) -> None:
+            if step in words:
+                progress.update(task, now=f"{i}: {short_name(image)} {words[step]}")
 
         def on_record(rec) -> None:
             counts[rec.reason] += 1
@@ -531,7 +540,27 @@ def _execute(exp) -> None:
             progress.update(task, advance=1, counts=shown)
 
         progress.update(task, completed=sum(counts.values()))
+        exp.on_step = on_step
         runner.execute(exp, on_record=on_record)
+        progress.update(task, now="")
+    _summary(cfg, counts)
+
+
+def short_name(image: str) -> str:
+    """An image's tag (or file name): what tells images of one repository apart."""
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else last
+
+
+def _summary(cfg, counts) -> None:
+    n = sum(counts.values())
+    ok = counts.get("success", 0)
+    failures = ", ".join(f"{k} {v}" for k, v in counts.most_common() if k != "success")
+    print(
+        f"{cfg.mode}: {ok}/{n} ran{'; ' + failures if failures else ''}. "
+        f"Report: harness report {cfg.outdir}",
+        file=sys.stderr,
+    )
 
 
 def cmd_status(args) -> int:

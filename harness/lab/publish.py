@@ -350,11 +350,11 @@ def run_publish(
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="harness lab publish", description=__doc__.splitlines()[0]
+def main(argv: list[str] | None = None, prog: str = "harness lab publish") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="TAG", help="only this image (repeatable)"
     )
-    parser.add_argument("--only", action="append", default=[], metavar="TAG")
     parser.add_argument(
         "--verify-only",
         action="store_true",
@@ -363,8 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-manifest", action="store_true", help=f"do not write {MANIFEST_FILE.name}"
     )
-    parser.add_argument("--matrix", type=Path, default=None)
-    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument(
+        "--matrix", type=Path, default=None, help="the lab matrix (containers/lab/images.yaml)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="the lab cache ($HARNESS_LAB_CACHE or default)"
+    )
     args = parser.parse_args(argv)
     try:
         return run_publish(
@@ -381,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def verify_main(argv: list[str] | None = None) -> int:
     """harness lab verify."""
-    return main(["--verify-only", *(argv or [])])
+    return main(["--verify-only", *(argv or [])], prog="harness lab verify")
 
 
 if __name__ == "__main__":

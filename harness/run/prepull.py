@@ -176,8 +176,10 @@ def format_report(results: list[PullResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="harness prepull")
-    p.add_argument("--manifests", dest="manifest", type=Path, required=True)
-    p.add_argument("--sif-cache", type=Path)
+    p.add_argument(
+        "--manifests", dest="manifest", type=Path, required=True, help="the images to pull"
+    )
+    p.add_argument("--sif-cache", type=Path, help="where the SIF images go on each node")
     p.add_argument("--worker", action="store_true", help="pull here (what each Flux job runs)")
     p.add_argument("--one-job", action="store_true", help="one job, for a shared cache")
     args = p.parse_args(argv)

@@ -134,12 +134,15 @@ def check_resume(cfg: RunConfig, before: records.Record | None, now: dict) -> in
 
 
 class _Steps:
-    """Times the named steps of one iteration."""
+    """Times the named steps of one iteration, and says when each starts (progress display)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.announce = announce
 
     def __call__(self, name: str, work: Callable[[], T]) -> T:
+        if self.announce:
+            self.announce(name)
         t = time.perf_counter()
         try:
             return work()
@@ -160,6 +163,8 @@ class Experiment:
     images: ImageCache
     skipped: dict[str, str]  # images excluded for an invalid artifact (--skip-invalid)
     gpu_flags: dict[str, list[str]] = field(default_factory=dict)  # image -> e.g. ["--nv"]
+    # called as (iteration, image, step) when a step starts: what a progress display shows
+    on_step: Callable[[int, str, str], None] | None = None
 
     def choose(self, i: int) -> matching.Verdict:
         names = [v.image.name for v in self.allowed]
@@ -182,6 +187,8 @@ class Experiment:
         step = _Steps()
         choice = step("pick", lambda: self.choose(i))
         image = choice.image
+        if self.on_step:
+            step.announce = lambda name: self.on_step(i, image.name, name)
         model = image.mpi_model or cfg.mpi_model
         stdout, stderr = attempt_paths(cfg.outdir, cfg.mode, i)
         pulled = step("acquire", lambda: self.acquire(image.name))

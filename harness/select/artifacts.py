@@ -83,6 +83,14 @@ def oras_client():
     return oras.client.OrasClient(tls_verify=tls_verify())
 
 
+LAB_REGISTRY = "127.0.0.1/lab/"
+
+
+def lab_hint(ref: str) -> str:
+    """A pointer to `make lab` when the reference is the lab's and the lab is not up."""
+    return "; is the lab up? run `make lab`" if ref.startswith(LAB_REGISTRY) else ""
+
+
 class RegistryUnreachable(HarnessError):
     """The registry did not answer at all: an outage, not a verdict on an image."""
 
@@ -181,10 +189,14 @@ class ArtifactStore:
             response = client.get_blob(ref, layers[0]["digest"])
             response.raise_for_status()
         except HarnessError as exc:
-            raise HarnessError(f"{where}: cannot fetch artifact {ref}: {exc}") from None
+            raise HarnessError(
+                f"{where}: cannot fetch artifact {ref}: {exc}{lab_hint(ref)}"
+            ) from None
         except Exception as exc:  # requests/oras raise many types; the user needs the one line
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise HarnessError(f"{where}: cannot fetch artifact {ref}: {reason}") from None
+            raise HarnessError(
+                f"{where}: cannot fetch artifact {ref}: {reason}{lab_hint(ref)}"
+            ) from None
         data = response.content
         if _digest(data) != layers[0]["digest"]:
             raise HarnessError(f"{where}: artifact {ref} does not match its digest")
