@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("host", help="describe this machine in compspec attribute keys")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _launcher_arg(p)
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "slurm"],
+        help="describe the host as this executor's jobs see it (slurm: the MPI "
+        "implementations its PMI plugins can start, harness/data/pmi.yaml)",
+    )
 
     p = sub.add_parser("candidates", help="images a mode allows for a host")
     _selection_args(p)
@@ -263,6 +270,10 @@ def cmd_host(args) -> int:
     from harness.select import host
 
     desc = host.detect(args.launcher)
+    if args.executor != "local":
+        from harness.run.executors import executor_class
+
+        desc = executor_class(args.executor)().describe_host(desc)
     if args.json:
         print(host.to_json(desc))
     else:
@@ -325,8 +336,9 @@ def cmd_explain(args) -> int:
         table = Table(title=f"mode {mode.name}: {mode.description}")
         table.add_column("image", no_wrap=True)
         table.add_column("attribute", no_wrap=True)
-        for col in ("host", "image value", "", "verdict"):
+        for col in ("host", "image value", ""):
             table.add_column(col)
+        table.add_column("verdict", overflow="fold")  # every failing attribute, wrapped
         for v in verdicts:
             if not v.checks:
                 table.add_row(shown(v.image.name), "-", "-", "-", "", "[green]in[/] (no filter)")

@@ -175,8 +175,14 @@ def test_explain_shows_each_attribute(lab_copy):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "mode descriptive-mpi: 1 of 18 images are candidates" in " ".join(out.split())
-    assert "org.supercontainers.mpi.implementation" in out and "intel-mpi" in out
+    assert "mpi.implementation" in out and "intel-mpi" in out
     assert "fail" in out and "pass" in out
+    # every failing attribute named in the verdict, at 100 columns with tags, not full names
+    verdicts = "".join(line.split("│")[-2].strip() for line in out.splitlines() if "│" in line)
+    assert "out:os.vendor,os.version,mpi.implementation" in verdicts
+    assert max(len(line) for line in out.splitlines()) <= 100
+    wide = cli(*proc.args[3:], "--wide")
+    assert "org.supercontainers.mpi.implementation" in wide.stdout
 
 
 def test_registry_cache_serves_hits_and_never_hides_a_failed_fetch(tmp_path, anchors):
