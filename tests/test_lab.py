@@ -67,6 +67,11 @@ CASES = [
     ("mpich-debian-12-amd64", ("--launcher", "mpiexec.mpich"), "success", "on 2 procs"),
     ("openmpi-debian-gpu-11-amd64", HYBRID, "gpu", "accelerator device"),
     ("openmpi-debian-gpu-11-amd64", BIND, "os-abi", "GLIBC_2.34' not found"),
+    ("openmpi-debian-gpu-12-amd64", (), "gpu", "accelerator device"),
+    ("openmpi-debian-gpu-13-amd64", HYBRID, "gpu", "accelerator device"),
+    # bullseye's Open MPI 4.1.0 in trixie under the host's 4.1.4 library: MPI fails to start,
+    # with one of several lines (MPI_INIT failed, ompi_op_init, ORTE_ERROR_LOG)
+    ("openmpi-debian-gpu-13-amd64", BIND, "mpi", ""),
     ("openmpi-debian-12-arm64", (), "arch", "architecture (arm64) could not run"),
     ("none-debian-12-amd64", (), "missing-binary", "executable file not found"),
 ]

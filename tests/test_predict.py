@@ -41,6 +41,22 @@ def test_rules_in_the_order_a_run_trips_over_them():
     assert rule_outcome(gpu_image, env(gpu=True))[0] == "success"
 
 
+def test_a_bound_mpi_library_needs_the_same_release_in_the_image():
+    ompi = dict(FOCAL_IMAGE, **{"org.supercontainers.mpi.implementation": "OpenMPI"})
+    bound = env(launcher_mpi="OpenMPI", bound_mpi=("OpenMPI", "4.1.4"))
+    same = dict(ompi, **{"org.supercontainers.mpi.version": "4.1.4"})
+    assert rule_outcome(same, bound)[0] == "success"
+    five = dict(ompi, **{"org.supercontainers.mpi.version": "5.0.7"})
+    assert rule_outcome(five, bound) == (
+        "os-abi",
+        "OpenMPI 4.1.4 bound into an image of OpenMPI 5.0.7: its sibling libraries are missing",
+    )
+    older = dict(ompi, **{"org.supercontainers.mpi.version": "4.1.0"})
+    assert rule_outcome(older, bound)[0] == "mpi"
+    # another MPI in the image never loads the bound library: the launcher rule decides
+    assert rule_outcome(FOCAL_IMAGE, bound)[0] == "mpi-singleton"
+
+
 def test_glibc_table_by_version_family():
     assert os_glibc("rocky", "9.3") == "2.34"
     assert os_glibc("Ubuntu", "22.04") == "2.35"

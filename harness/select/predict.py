@@ -7,6 +7,9 @@ trips over them, turn (image attributes, environment) into a predicted reason:
 
 1. arch    - the image's architecture must be the host's
 2. os-abi  - the image's glibc must be at least the glibc of what is mounted into it
+   (bind model) the host's MPI library bound over the image's own needs the image to carry
+   the same release of that MPI: another major release lacks its sibling libraries (os-abi),
+   another minor one has components that do not match it (mpi)
 3. mpi     - the image must carry an MPI of the launcher's implementation (when the launcher
              is an MPI launcher; Flux's PMI serves Open MPI, MPICH and Intel MPI alike)
 4. gpu     - an image built for a GPU needs one
@@ -35,7 +38,7 @@ from harness import records
 from harness.errors import HarnessError
 from harness.select import matching
 from harness.select.artifacts import ArtifactStore
-from harness.select.host import ARCH, GPU, LIBC, VENDOR, VERSION
+from harness.select.host import ARCH, GPU, LIBC, MPI_VERSION, VENDOR, VERSION
 from harness.select.host import MPI_IMPL as MPI
 from harness.select.manifest import Image
 from harness.select.modes import Mode
@@ -83,6 +86,7 @@ class Environment:
     mounted_glibc: str | None  # glibc of what is bound/mounted into the image; None: nothing
     launcher_mpi: str | None  # implementation the launcher speaks; None: any (Flux PMI)
     gpu: bool
+    bound_mpi: tuple[str, str] | None = None  # (implementation, version) bound over the image's
 
 
 def rule_outcome(attrs: dict[str, str], env: Environment) -> tuple[str, str]:
@@ -95,6 +99,17 @@ def rule_outcome(attrs: dict[str, str], env: Environment) -> tuple[str, str]:
             return "unknown", "image glibc unknown"
         if _v(have) < _v(env.mounted_glibc):
             return "os-abi", f"image glibc {have} < {env.mounted_glibc} of {env.name}"
+    if env.bound_mpi and matching.compare("mpi", env.bound_mpi[0], attrs.get(MPI) or "-"):
+        # the host's MPI library replaces the image's: it needs its own sibling libraries and
+        # components, which an image of another release of that MPI does not have
+        impl, host_version = env.bound_mpi
+        image_version = attrs.get(MPI_VERSION) or ""
+        if _v(image_version)[:1] != _v(host_version)[:1]:
+            why = f"{impl} {host_version} bound into an image of {impl} {image_version}"
+            return "os-abi", why + ": its sibling libraries are missing"
+        if _v(image_version) != _v(host_version):
+            why = f"{impl} {host_version} bound into an image of {impl} {image_version}"
+            return "mpi", why + ": the image's components do not match the library"
     if env.launcher_mpi:
         impl = attrs.get(MPI)
         if impl is None:
@@ -227,6 +242,7 @@ def on_host(
         mounted,
         host.get(MPI),
         host.get(GPU, "no").lower() in matching.YES,
+        (host[MPI], host.get(MPI_VERSION, "")) if mpi_model == "bind" and MPI in host else None,
     )
     results = []
     for name, mode in modes.items():

@@ -145,6 +145,39 @@ def essentials(info: dict[str, str]) -> str:
     return " ".join(words)
 
 
+def outcome(
+    jobid: str, info: dict[str, str], cancelled: str | None, started: bool
+) -> tuple[Fault | None, bool, int | None, int | None]:
+    """(fault, timed out, exit code, signal) of a job from its last `scontrol show job` fields.
+
+    The JobState decides, not ExitCode: CANCELLED is a fault (`cancelled`) unless this harness
+    cancelled it (`cancelled`: timeout, start-timeout, interrupted); TIMEOUT or the harness's
+    own timeout cancel is `timed_out`; NODE_FAIL and BOOT_FAIL lose the job (`lost-instance`);
+    PREEMPTED is a cancel by the scheduler. The exit code is E of `ExitCode=E:S` (srun's, as
+    the script execs it), or 128+S when a signal S ended the script; none when the job never
+    ran its command to an end (0:0 in any state but COMPLETED)."""
+    state = info.get("JobState", "")
+    code, sig = parse_exit(info.get("ExitCode"))
+    timed_out = state == "TIMEOUT" or (state == "CANCELLED" and cancelled == "timeout")
+    fault = None
+    if state == "CANCELLED" and cancelled is None:
+        fault = Fault(
+            "cancelled",
+            f"slurm: job {jobid} cancelled by someone other than this harness: {essentials(info)}",
+        )
+    elif state == "PREEMPTED":
+        fault = Fault("cancelled", f"slurm: job {jobid} preempted: {essentials(info)}")
+    elif state in ("NODE_FAIL", "BOOT_FAIL"):
+        fault = Fault("lost-instance", f"slurm: job {jobid} {essentials(info)}")
+    elif state == "DEADLINE":
+        kind = "cancelled" if started else "start-timeout"
+        fault = Fault(kind, f"slurm: job {jobid} reached its deadline: {essentials(info)}")
+    exit_code: int | None = 128 + sig if sig else code
+    if (code, sig) == (0, 0) and state != "COMPLETED":
+        exit_code = None  # never ran its command to an end (cancelled pending, node lost)
+    return fault, timed_out, exit_code, sig or None
+
+
 # -- the image's MPI, read from the SIF ------------------------------------------------------
 _MPI_CACHE: dict[tuple, tuple[str | None, str | None, str]] = {}
 _MPI_LOCK = threading.Lock()
@@ -465,7 +498,8 @@ class SlurmExecutor:
             with self._lock:
                 self._interrupted = True
             self._scancel([jobid])
-            self._wait_gone({jobid: name}, CANCEL_WAIT_S)
+            if not self._wait_gone({jobid: name}, CANCEL_WAIT_S):
+                journal.unlink(missing_ok=True)  # gone: nothing left for a rerun to cancel
             raise
         finally:
             with self._lock:
@@ -556,9 +590,7 @@ class SlurmExecutor:
     def _result(self, job, jobid, argv, events, f: _Followed, submitted: float) -> JobResult:
         info = f.info or {}
         state = info.get("JobState", "")
-        code, sig = parse_exit(info.get("ExitCode"))
         fault = f.fault
-        timed_out = state == "TIMEOUT" or (state == "CANCELLED" and f.cancelled == "timeout")
         stdout, stderr = Path(job.stdout), Path(job.stderr)
         if (
             fault is None
@@ -571,24 +603,12 @@ class SlurmExecutor:
                 f"{info.get('BatchHost') or 'its node'} (ExitCode=0:53): the outdir must be on "
                 "a filesystem the nodes share, at the same path"
             )
-        if fault is None:
-            if state == "CANCELLED" and f.cancelled is None:
-                fault = Fault(
-                    "cancelled",
-                    f"slurm: job {jobid} cancelled by someone other than this harness: "
-                    f"{essentials(info)}",
-                )
-            elif state == "PREEMPTED":
-                fault = Fault("cancelled", f"slurm: job {jobid} preempted: {essentials(info)}")
-            elif state in ("NODE_FAIL", "BOOT_FAIL"):
-                fault = Fault("lost-instance", f"slurm: job {jobid} {essentials(info)}")
-            elif state == "DEADLINE":
-                kind = "cancelled" if f.running_since is not None else "start-timeout"
-                fault = Fault(kind, f"slurm: job {jobid} reached its deadline: {essentials(info)}")
-        exit_code: int | None = 128 + sig if sig else code
-        signal = sig or None
-        if (code, sig) == (0, 0) and state != "COMPLETED":
-            exit_code = None  # never ran its command to an end (cancelled pending, node lost)
+        if state == "CANCELLED" and f.cancelled is None and self._interrupted:
+            f.cancelled = "interrupted"  # by cancel_all(): this run is being stopped
+        own_fault, timed_out, exit_code, signal = outcome(
+            jobid, info, f.cancelled, f.running_since is not None
+        )
+        fault = fault or own_fault
         for path in (stdout, stderr):  # a job that never started wrote nothing
             if not path.exists():
                 path.write_text("")
