@@ -606,10 +606,11 @@ def compare_outdirs(summary: dict) -> dict[str, dict]:
     if len(labels) < 2:
         raise HarnessError("report: --compare needs at least two outdirs")
     by = {(m["outdir"], m["mode"]): m for m in summary["modes"].values()}
+    expected = _expected_rates(summary)
     base = labels[0]
     out: dict[str, dict] = {}
     for other in labels[1:]:
-        names = {mode for (o, mode) in by if o in (base, other)}
+        names = {mode for (o, mode) in [*by, *expected] if o in (base, other)}
         for mode in sorted(names, key=mode_sort_key):
             a, b = by.get((base, mode)), by.get((other, mode))
             ra = a["rate"] if a else None
@@ -631,8 +632,20 @@ def compare_outdirs(summary: dict) -> dict[str, dict]:
                 "other_n": b["n"] if b else 0,
                 "baseline_ci95": a["ci95"] if a else None,
                 "other_ci95": b["ci95"] if b else None,
+                # a census's exact expectation, where the outdir holds one (e.g. a hybrid
+                # census beside a bind one): comparable even without sampled runs
+                "baseline_expected": expected.get((base, mode)),
+                "other_expected": expected.get((other, mode)),
             }
     return out
+
+
+def _expected_rates(summary: dict) -> dict[tuple[str, str], float]:
+    return {
+        (e["outdir"], e["mode"]): e["rate"]
+        for e in summary.get("expected", {}).values()
+        if e.get("rate") is not None
+    }
 
 
 # --------------------------------------------------------------------------- files
@@ -820,9 +833,12 @@ def _markdown(summary: dict) -> str:
 
     if "compare" in summary:
         lines += ["", "## Comparison (baseline: the first outdir)", ""]
-        head = ["mode", "baseline", "other", "baseline rate", "other rate", "delta", "overlap"]
+        head = [
+            "mode", "baseline", "other", "baseline rate", "other rate", "delta", "overlap",
+            "baseline expected", "other expected",
+        ]  # fmt: skip
         lines.append("| " + " | ".join(head) + " |")
-        lines.append("|---|---|---|---:|---:|---:|---|")
+        lines.append("|---|---|---|---:|---:|---:|---|---:|---:|")
         for key, c in summary["compare"].items():
             lines.append("| " + " | ".join([f"`{key}`", *_compare_cells(c)]) + " |")
 
@@ -883,6 +899,8 @@ def _compare_cells(c: dict) -> list[str]:
         _pct(c["other"]) + f" (n={c['other_n']})",
         delta,
         overlap,
+        _pct(c.get("baseline_expected")),
+        _pct(c.get("other_expected")),
     ]
 
 
@@ -1073,7 +1091,8 @@ def _images_figure(plt, summary: dict):
 def _compare_figure(plt, summary: dict):
     labels = [o["label"] for o in summary["outdirs"]]
     by = {(m["outdir"], m["mode"]): m for m in summary["modes"].values()}
-    names = sorted({mode for _, mode in by}, key=mode_sort_key)
+    expected = _expected_rates(summary)
+    names = sorted({mode for _, mode in [*by, *expected]}, key=mode_sort_key)
     x = np.arange(len(names))
     step = 0.8 / max(1, len(labels))
     width = max(7.0, 0.45 * len(names) * len(labels) + 3.0)
@@ -1086,8 +1105,8 @@ def _compare_figure(plt, summary: dict):
             r = m["rate"] if m and m["rate"] is not None else math.nan
             rates.append(100 * r)
             a, b = m["ci95"] if m and m["rate"] is not None else (r, r)
-            lo.append(0.0 if math.isnan(r) else 100 * (r - a))
-            hi.append(0.0 if math.isnan(r) else 100 * (b - r))
+            lo.append(0.0 if math.isnan(r) else max(0.0, 100 * (r - a)))
+            hi.append(0.0 if math.isnan(r) else max(0.0, 100 * (b - r)))
         for p_, r in zip(pos, rates, strict=True):
             if math.isnan(r):  # this outdir has no counted run of the mode
                 ax.annotate(
@@ -1111,12 +1130,30 @@ def _compare_figure(plt, summary: dict):
             label=label,
             error_kw={"elinewidth": 1},
         )
+        marks = [
+            (p_, 100 * expected[(label, mode)])
+            for p_, mode in zip(pos, names, strict=True)
+            if (label, mode) in expected
+        ]
+        if marks:
+            ax.scatter(
+                [m[0] for m in marks],
+                [m[1] for m in marks],
+                marker="D",
+                facecolors="none",
+                edgecolors=f"C{j % 10}",
+                zorder=4,
+                label=f"{label}: expected (census)",
+            )
     rotate = 30 if len(names) > 4 else 0
     ax.set_xticks(x, names, rotation=rotate, ha="right" if rotate else "center")
     ax.set_xlabel("selection mode")
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Success rate per mode and outdir\n(error bars: Wilson 95 % interval)")
+    ax.set_title(
+        "Success rate per mode and outdir\n(bars: sampled runs, Wilson 95 % interval; "
+        "diamonds: expected from a census)"
+    )
     ax.legend(title="outdir", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
@@ -1347,7 +1384,7 @@ def _compare_table(summary: dict):
     t.add_column("mode", no_wrap=True)
     for col in ("baseline", "other", "baseline rate", "other rate"):
         t.add_column(col, justify="right")
-    for col in ("delta", "CIs overlap"):
+    for col in ("delta", "CIs overlap", "baseline expected", "other expected"):
         t.add_column(col, justify="right", no_wrap=True)
     for key, c in summary["compare"].items():
         cells = _compare_cells(c)

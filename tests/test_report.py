@@ -869,3 +869,19 @@ def test_render_narrow_console_splits_census_tables(census_dir: Path):
     assert "census, evidence and figures of merit" in text
     assert "7/10 = 70.0 %" in text and "OUTSIDE" in text and "GPU package missing" in text
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_compare_a_sampled_run_with_a_census_only_outdir(census_dir: Path, tmp_path: Path):
+    """The demo's bind run against a hybrid census: the census-only side is compared by its
+    expected rates; an all-success mode (Wilson upper bound a hair under 1) draws fine."""
+    sampled = tmp_path / "sampled"
+    fill(sampled, "basic", {"success": 10})
+    dest = tmp_path / "cmp"
+    assert report.main([str(sampled), str(census_dir)], False, str(dest), compare=True) == 0
+    data = json.loads((dest / "report.json").read_text())
+    basic = data["compare"]["basic"]
+    assert basic["baseline"] == 1.0 and basic["other"] == pytest.approx(0.6)  # sampled there
+    assert basic["other_expected"] == pytest.approx(2 / 3)
+    census_only = data["compare"]["platform"]  # no sampled platform runs in either outdir
+    assert census_only["other"] is None and census_only["other_expected"] is not None
+    assert (dest / "compare.png").read_bytes()[:8] == PNG_MAGIC
