@@ -27,20 +27,26 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # --- 1. Debian packages -----------------------------------------------------
-missing=()
-for p in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$p")
+# install_missing LABEL PACKAGE...: apt-get install what is not installed yet.
+install_missing() {
+    local label=$1
+    shift
+    local missing=() p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if ((${#missing[@]})); then
+        say "apt-get update"
+        apt-get update -q
+        say "apt-get install ${missing[*]}"
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        say "$label already installed: $*"
     fi
-done
-if ((${#missing[@]})); then
-    say "apt-get update"
-    apt-get update -q
-    say "apt-get install ${missing[*]}"
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    say "Debian packages already installed: ${PACKAGES[*]}"
-fi
+}
+install_missing "Debian packages" "${PACKAGES[@]}"
 
 # --- 2. Apptainer from sid ----------------------------------------------------
 have_version=""
@@ -124,17 +130,4 @@ say "apptainer version: $(/usr/local/bin/apptainer version)"
 # loads; without it `srun --mpi=pmix` says "Invalid MPI type 'pmix'".
 # No daemon is started here: scripts/slurm.sh start does that.
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge libpmix-dev)
-missing=()
-for p in "${SLURM_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$p")
-    fi
-done
-if ((${#missing[@]})); then
-    say "apt-get update"
-    apt-get update -q
-    say "apt-get install ${missing[*]}"
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    say "Slurm packages already installed: ${SLURM_PACKAGES[*]}"
-fi
+install_missing "Slurm packages" "${SLURM_PACKAGES[@]}"

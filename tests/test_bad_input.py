@@ -11,14 +11,8 @@ import pytest
 
 from harness import cli, records
 from tests.test_records import make
+from tests.test_runner import HOST
 
-HOST = {
-    "io.archspec.cpu.target": "amd64",
-    "org.supercontainers.os.vendor": "debian",
-    "org.supercontainers.os.version": "12",
-    "org.supercontainers.hardware.gpu.available": "no",
-    "org.supercontainers.mpi.implementation": "OpenMPI",
-}
 SPEC = {
     "kind": "CompatibilitySpec",
     "compatibilities": [{"name": "io.archspec", "attributes": {"cpu.target": "amd64"}}],
