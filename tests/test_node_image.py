@@ -44,3 +44,34 @@ def test_every_base_image_is_pinned():
     for ref in froms:
         resolved = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), ref)
         assert ":" in resolved and not resolved.endswith((":latest", ":")), ref
+
+
+def _persistent_container() -> dict:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "minicluster" / "persistent.yaml").read_text())
+    (container,) = doc["spec"]["containers"]
+    return container
+
+
+def test_caches_are_left_to_the_minicluster():
+    """The MiniCluster points the caches at the scratch volume the operator mounts at /dev/shm
+    (minicluster/persistent.yaml); the image sets none that would disagree with it."""
+    env = _persistent_container()["environment"]
+    text = DOCKERFILE.read_text()
+    for key in ("XDG_CACHE_HOME", "APPTAINER_CACHEDIR", "APPTAINER_TMPDIR", "APPTAINER_BIND"):
+        for value in re.findall(rf"^ENV\s+.*\b{key}=(\S+)", text, flags=re.MULTILINE):
+            assert value == env[key], key
+    assert "/var/cache/compat-harness" not in text
+
+
+def test_image_layout_is_what_the_minicluster_and_docs_use():
+    text = DOCKERFILE.read_text()
+    workdirs = re.findall(r"^WORKDIR\s+(\S+)", text, flags=re.MULTILINE)
+    assert workdirs[-1] == _persistent_container()["workingDir"] == "/results"
+    # the repository (and its manifests.yaml, which the docs name in every pod) is in the image
+    assert "WORKDIR /src/compat-harness\nCOPY . ." in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "manifests.yaml" not in ignored
+    # the harness on PATH for `kubectl exec` shells
+    assert re.search(r"^ENV PATH=/opt/harness/bin:", text, flags=re.MULTILINE)

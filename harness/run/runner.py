@@ -216,6 +216,7 @@ class Experiment:
                     *self.gpu_flags.get(image.name, ()),
                 ),
                 launcher_options=(*image.launcher_options, *cfg.launcher_options),
+                mode=cfg.mode,
             )
             result = step("launch", lambda: self.executor.run(job))
             check_space(stdout.parent)

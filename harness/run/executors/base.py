@@ -24,6 +24,7 @@ class Job:
     flux: Mapping[str, Any] | None = None  # the manifest's per-image Flux settings
     runtime_options: tuple[str, ...] = ()  # extra argv of `apptainer exec` (--nv, --bind ...)
     launcher_options: tuple[str, ...] = ()  # extra argv of the MPI launcher
+    mode: str | None = None  # the selection mode it was picked under (a protocol may use it)
 
 
 @dataclass
