@@ -35,6 +35,13 @@ def _matcher_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _describing_executors() -> list[str]:
+    """local, and the executors that describe the host as their jobs see it."""
+    from harness.run.executors import executor_class, names
+
+    return ["local", *(n for n in names() if hasattr(executor_class(n), "describe_host"))]
+
+
 def _mpi_model_arg(p: argparse.ArgumentParser) -> None:
     from harness.select.manifest import MPI_MODELS
 
@@ -121,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--executor",
         default="local",
-        choices=["local", "slurm"],
-        help="describe the host as this executor's jobs see it (slurm: the MPI "
-        "implementations its PMI plugins can start, harness/data/pmi.yaml)",
+        choices=_describing_executors(),
+        help="describe the host as this executor's jobs see it (flux, slurm: the MPI "
+        "implementations their PMI can start, harness/data/pmi.yaml)",
     )
 
     p = sub.add_parser("candidates", help="images a mode allows for a host")
@@ -270,6 +277,12 @@ def cmd_host(args) -> int:
     from harness.select import host
 
     desc = host.detect(args.launcher)
+    if args.executor == "local" and host.MPI_IMPL not in desc:
+        print(
+            f"harness: warning: no MPI launcher {args.launcher!r} on PATH: the MPI keys are "
+            "left out (give --launcher, or describe another machine in a host file)",
+            file=sys.stderr,
+        )
     if args.executor != "local":
         from harness.run.executors import executor_class
 

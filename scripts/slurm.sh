@@ -7,23 +7,33 @@
 # start   writes the configuration into $STATE (default
 #         /var/lib/compat-harness/slurm, or $HARNESS_SLURM_STATE): slurm.conf
 #         (NodeName=localhost with CPUs=$(nproc) and the RealMemory slurmd -C
-#         measures), a munge key (generated once), state, spool, pid and log
-#         files. /etc/slurm/slurm.conf is made a symlink to $STATE/slurm.conf
-#         so that srun/sbatch/scontrol/squeue/sinfo find the cluster without
-#         SLURM_CONF (an /etc/slurm/slurm.conf that is a regular file and not
-#         ours is never replaced: start stops with one line instead).
+#         measures, partition debug, cons_tres with CR_CPU, no accounting,
+#         MinJobAge=600, ReturnToService=2, JobRequeue=0), a munge key
+#         (generated once), state, spool, pid and log files under $STATE.
+#         /etc/slurm/slurm.conf is made a symlink to $STATE/slurm.conf so that
+#         srun/sbatch/scontrol/squeue/sinfo find the cluster without SLURM_CONF
+#         (an /etc/slurm/slurm.conf that is a regular file and not ours is
+#         never replaced: start stops with one line instead).
 #         Starts whichever of munged, slurmctld, slurmd is not running (a
-#         daemon that died is restarted; everything up -> says so, exit 0) and
-#         waits until sinfo shows the node up (HARNESS_SLURM_TIMEOUT seconds,
-#         default 60). A port it needs (6817 slurmctld, 6818 slurmd) held by a
-#         process that is not ours -> one line on stderr, exit 1.
-# stop    cancels every job, stops slurmd, slurmctld and munged and makes sure
-#         no slurmstepd of ours is left. Exit 0 (also when nothing ran).
+#         daemon that died is restarted; everything up -> says so, exit 0),
+#         restarts slurmctld/slurmd when slurm.conf changed, and waits until
+#         sinfo shows the node up (HARNESS_SLURM_TIMEOUT seconds, default 60;
+#         then one line with the node state and reason, exit 1). A port it
+#         needs (6817 slurmctld, 6818 slurmd) held by a process that is not
+#         ours -> one line on stderr, exit 1, nothing started.
+#         Jobs that slurmctld still has as running but whose processes are
+#         gone (Slurm stopped while slurmctld was down, a crash) are ended as
+#         NODE_FAIL (node set DOWN, then resumed).
+# stop    cancels every job, stops slurmd, slurmctld and munged, kills any
+#         slurmstepd of ours left with its processes and removes stale step
+#         sockets. Exit 0 (also when nothing ran).
 # status  prints each daemon and the node state; exit 0 when all three run
-#         and the node is up, 3 otherwise.
+#         and the node is up (idle/mixed/allocated/completing), 3 otherwise.
+# Other arguments: usage on stderr, exit 2. start and stop need root.
 #
 # munged listens on $STATE/munge/munge.socket.2 (slurm.conf AuthInfo names
-# it), so a system munged, if any, is neither needed nor disturbed.
+# it), so a system munged, if any, is neither needed nor disturbed. Logs:
+# $STATE/log/slurmctld.log, $STATE/log/slurmd.log, $STATE/munge/munged.log.
 set -euo pipefail
 
 STATE="${HARNESS_SLURM_STATE:-/var/lib/compat-harness/slurm}"
@@ -104,7 +114,13 @@ pid_of() {
 is_ours() {
     local pid="$1" name="$2" marker="$3" exe cl
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-    [[ "$(basename "${exe% (deleted)}")" == "$name" || "$(basename "${exe% (deleted)}")" == "$name-wlm" ]] || return 1
+    if [[ -n "$exe" ]]; then
+        exe=$(basename "${exe% (deleted)}")
+    else
+        # not root: /proc/PID/exe of another user's process is unreadable
+        exe=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    fi
+    [[ "$exe" == "$name" || "$exe" == "$name-wlm" ]] || return 1
     cl="$(cmdline "$pid") "
     [[ "$cl" == *" $marker "* ]]
 }
@@ -352,8 +368,7 @@ start_slurm_daemon() {  # start_slurm_daemon slurmctld|slurmd
         log="$SLURMD_LOG"; rm -f "$SLURMD_PID"; args=(-f "$CONF" -N "$NODE")
     fi
     say "starting $name (log $log)"
-    if ! err=$(env HARNESS_SLURM_STATE="$STATE" SLURM_CONF="$CONF" \
-            setsid "/usr/sbin/$name" "${args[@]}" 2>&1 < /dev/null > /dev/null); then
+    if ! err=$(env SLURM_CONF="$CONF" setsid "/usr/sbin/$name" "${args[@]}" 2>&1 < /dev/null > /dev/null); then
         printf '[slurm] %s did not start: %s; %s says:\n' "$name" "$err" "$log" >&2
         log_tail "$log"
         exit 1
@@ -448,7 +463,7 @@ fail_lost_jobs() {
     local lost
     lost=$(timeout 10 squeue -h -t R,CG,S -o '%A' 2>/dev/null | tr '\n' ' ' || true)
     [[ -n "${lost// /}" ]] || return 0
-    say "jobs ${lost% } were running when Slurm went down and their processes are gone: ending them as NODE_FAIL"
+    say "job(s) ${lost% } were running when Slurm went down and their processes are gone: ending them as NODE_FAIL"
     scontrol update NodeName="$NODE" State=DOWN Reason="slurm.sh start: jobs lost (${lost% })"
     scontrol update NodeName="$NODE" State=RESUME
     wait_node_up

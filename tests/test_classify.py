@@ -919,3 +919,17 @@ def test_the_applications_own_error_is_the_cause_not_mpis_teardown():
     # a LAMMPS GPU error stays `gpu` (the specific rule is tried first on the line)
     gpu = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)"
     assert classify(gpu, exit_code=1).reason == "gpu"
+
+
+def test_slurm_pmix_noise_and_tcp_pairing():
+    """Under Slurm's PMIx every Open MPI 4 rank prints a harmless PMIx lock error: it is not
+    the cause of anything (shared LAB.md); Open MPI 5's failed TCP pairing is an MPI failure."""
+    noise = "[vm:01234] PMIX ERROR: ERROR in file gds_ds12_lock_pthread.c at line 168"
+    gpu = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)"
+    assert classify(lines(noise, gpu), exit_code=1).reason == "gpu"
+    assert classify(lines(noise), exit_code=0, timed_out=True).reason == "timeout"
+    pairing = (
+        "[vm][[1234,1],0][btl_tcp_proc.c:266:mca_btl_tcp_proc_create_interface_graph] "
+        "Unable to find reachable pairing between local and remote interfaces"
+    )
+    assert classify(lines(pairing), exit_code=17).reason == "mpi"

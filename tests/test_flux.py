@@ -4,11 +4,15 @@ Every test that needs Flux starts a real one (`flux start --test-size=2`, two br
 machine) and submits real jobs through the Python bindings. Where flux-core is not installed
 (no package registry has it) those tests skip with the reason; HARNESS_REQUIRE_FLUX=1 turns the
 skip into a failure. Tests that run LAMMPS also need the lab (its SIF images).
+
+Interrupts, kill -9 and operator cancels are tested through `harness run` as a user runs it (a
+subprocess), against `flux jobs`' view of the instance: no job of the run may outlive it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -29,6 +33,8 @@ from tests.conftest import ROOT, cli
 
 LAB_SIF = Path("/var/cache/compat-harness/lab/sif")
 BOOKWORM = "openmpi-debian-12-amd64"
+LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
+PREFIX = "127.0.0.1/lab/lammps-matrix:"
 
 
 def _need_flux() -> str:
@@ -157,15 +163,17 @@ def own_instance(flux_instance):
 
 @pytest.fixture(scope="session")
 def tiny_sif(tmp_path_factory) -> Path:
-    """A SIF of the host's `sleep` and `true` (with their C library): the lab's images are not
-    needed to follow a job that never starts or an instance that dies."""
+    """A SIF of the host's `sleep`, `true` and `sh` (with their C library): the lab's images are
+    not needed to follow a job that never starts, an instance that dies or an interrupted run."""
     apptainer = shutil.which("apptainer")
     if apptainer is None or shutil.which("mksquashfs") is None:
         pytest.skip("apptainer (with mksquashfs) is not installed")
     root = tmp_path_factory.mktemp("tiny") / "root"
-    files = [Path(shutil.which("sleep")), Path(shutil.which("true"))]
-    ldd = subprocess.run(["ldd", str(files[0])], capture_output=True, text=True).stdout
-    libs = [Path(w) for line in ldd.splitlines() for w in line.split() if w.startswith("/")]
+    files = [Path(shutil.which(name)) for name in ("sleep", "true", "sh")]
+    libs = []
+    for f in files:
+        ldd = subprocess.run(["ldd", str(f)], capture_output=True, text=True).stdout
+        libs += [Path(w) for line in ldd.splitlines() for w in line.split() if w.startswith("/")]
     for f in files:
         (root / "bin").mkdir(parents=True, exist_ok=True)
         shutil.copy(f, root / "bin" / f.name)
@@ -288,6 +296,36 @@ def test_status_from_records(tmp_path):
     assert table[0].split()[:3] == ["mode", "done", "of"]
     assert table[1].split()[:3] == ["platform", "3", "30"]
     assert "2026-01-01T00:00:02+00:00" in table[1]
+
+
+def test_prepull_shows_apptainers_fatal_line():
+    from harness.run.prepull import PullResult, error_line, format_report
+
+    error = (
+        "INFO:    Converting OCI blobs to SIF format\n"
+        "WARNING: 'nodev' mount option set on /tmp\n"
+        "FATAL:   While making image from oci registry: manifest unknown\n"
+    )
+    assert error_line(error) == "FATAL:   While making image from oci registry: manifest unknown"
+    assert error_line("ERROR: no such tag\nmore") == "ERROR: no such tag"
+    assert error_line("\nsomething else\nsecond") == "something else"  # no FATAL: the first
+    assert error_line("") == ""
+    row = PullResult("n0", 0, "img", False, False, 0.1, None, error)
+    (line,) = format_report([row]).splitlines()[1:]
+    assert line.endswith("FATAL:   While making image from oci registry: manifest unknown")
+
+
+def test_shell_pmi_plugins_find_flux_pmix(tmp_path):
+    """simple always; pmix when the flux-pmix shell plugin (DIR/pmix/pmix.so) is on the path."""
+    from harness.run.executors.flux import shell_pmi_plugins
+
+    plain, with_pmix = tmp_path / "plain", tmp_path / "pmix-installed"
+    plain.mkdir()
+    (with_pmix / "pmix").mkdir(parents=True)
+    (with_pmix / "pmix" / "pmix.so").write_bytes(b"")
+    assert shell_pmi_plugins(None) == ["simple"]
+    assert shell_pmi_plugins(str(plain)) == ["simple"]
+    assert shell_pmi_plugins(f"{plain}:{with_pmix}") == ["simple", "pmix"]
 
 
 # --- under a real Flux instance -----------------------------------------------------------------
@@ -425,6 +463,106 @@ def test_pmi_library_is_bound(executor, bookworm_sif, tmp_path):
     assert result.exit_code == 0, job.stderr.read_text()
     assert "libflux-idset.so.1 =>" in out and "libflux-idset.so.1 => not found" not in out
     assert any(str(pmi.parent.parent) in spec for spec in pmi_binds(pmi))
+    # what the loader check of a failed job needs: the bound library by name, and the runtime
+    assert f"{pmi}:{pmi}:ro" in result.binds
+    assert result.runtime and Path(result.runtime).name in ("apptainer", "singularity")
+
+
+def test_pmi_library_path_from_the_bindings(flux_instance, monkeypatch):
+    """flux_conf_builtin_get through the bindings: what `flux config builtin` prints, with no
+    subprocess."""
+    from harness.run.executors import flux as fluxmod
+
+    monkeypatch.delenv("FLUX_PMI_LIBRARY_PATH", raising=False)
+    flux = _need_flux()
+    want = subprocess.run(
+        [flux, "config", "builtin", "pmi_library_path"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args}")
+
+    monkeypatch.setattr(fluxmod.subprocess, "run", no_subprocess)
+    assert fluxmod.pmi_library_path() == Path(want)
+    monkeypatch.setenv("FLUX_PMI_LIBRARY_PATH", "/elsewhere/libpmi.so")
+    assert fluxmod.pmi_library_path() == Path("/elsewhere/libpmi.so")
+
+
+def test_recorded_argv_holds_the_jobs_tmpdir(executor, tiny_sif, tmp_path):
+    """The argv recorded is what ran: {{tmpdir}} as the shell expanded it, not the template."""
+    job = _job(tmp_path, tiny_sif, ["sh", "-c", 'echo "$FLUX_JOB_TMPDIR"'])
+    result = executor.run(job)
+    assert result.exit_code == 0, job.stderr.read_text()
+    tmpdir = job.stdout.read_text().strip()
+    assert "/jobtmp-0-" in tmpdir
+    assert not any("{{" in a for a in result.argv), result.argv
+    assert result.argv[result.argv.index(tmpdir) - 1] == "--bind"
+
+
+def test_host_as_a_flux_job_sees_it(flux_instance):
+    """Under Flux the host's MPI is what the instance's shell bootstraps (harness/data/pmi.yaml),
+    not the MPI behind mpirun: Open MPI 4 through libpmi.so, MPICH through simple PMI."""
+    from harness.run.executors.flux import FluxExecutor
+    from harness.select import host as hostmod
+
+    ex = FluxExecutor()
+    desc = ex.describe_host(hostmod.detect("mpirun"))
+    impls = set(desc[hostmod.MPI_IMPL].split(","))
+    assert {"OpenMPI", "mpich"} <= impls
+    assert hostmod.MPI_VERSION not in desc  # a set of implementations has no one version
+    pmi = desc[hostmod.PMI].split(",")
+    assert pmi[:2] == ["pmi-simple", "flux-libpmi"]
+    assert ("pmix" in pmi) == ("pmix" in ex.shell_pmi())  # PMIx only with flux-pmix
+    proc = cli("host", "--executor", "flux", "--json")
+    if "invalid choice: 'flux'" in proc.stderr:
+        pytest.skip("`harness host --executor` does not offer flux yet (harness/cli.py)")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[hostmod.MPI_IMPL] == desc[hostmod.MPI_IMPL]
+
+
+def _lab_records(outdir: Path) -> list[dict]:
+    return [json.loads(x) for x in (outdir / "records.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.lab
+def test_descriptive_mpi_under_flux_runs_every_pick(flux_instance, lab, tmp_path):
+    """The top of the gradient under Flux: the host's MPI is what a Flux job bootstraps, so the
+    MPICH image is a candidate beside Open MPI 4, and every pick runs (100 %)."""
+    outdir = tmp_path / "out"
+    proc = cli(
+        "run", "--executor", "flux", "--manifests", str(LAB_MANIFEST), "--mode",
+        "descriptive-mpi", "--iters", "4", "--seed", "3", "--outdir", str(outdir),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recs = _lab_records(outdir)
+    assert sorted(recs[0]["candidates"]) == [PREFIX + "mpich-debian-12-amd64", PREFIX + BOOKWORM]
+    assert [r["reason"] for r in recs] == ["success"] * 4, [r["evidence"] for r in recs]
+    assert {r["image"] for r in recs} == set(recs[0]["candidates"])  # seed 3 picks both
+    assert all(r["figures"]["procs"] == 2 for r in recs)
+
+
+@pytest.mark.lab
+def test_bullseye_pmi_failure_is_the_missing_libjansson(flux_instance, lab, tmp_path):
+    """Cause, not symptom: bullseye's Open MPI fails in PMI_Init because Flux's libpmi.so, bound
+    into it, needs libjansson.so.4, which bullseye lacks; the loader's line is the evidence."""
+    import yaml
+
+    entries = yaml.safe_load(LAB_MANIFEST.read_text())["images"]
+    (entry,) = [e for e in entries if e["name"] == PREFIX + "openmpi-debian-11-amd64"]
+    manifest = tmp_path / "bullseye.yaml"
+    manifest.write_text(yaml.safe_dump({"images": [entry]}))
+    outdir = tmp_path / "out"
+    proc = cli(
+        "run", "--executor", "flux", "--manifests", str(manifest), "--mode", "random",
+        "--iters", "1", "--mpi-model", "hybrid", "--outdir", str(outdir),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = _lab_records(outdir)
+    assert rec["reason"] == "os-abi", (rec["evidence"], rec["note"])
+    assert "libjansson.so.4 => not found" in rec["evidence"]
+    assert "PMI_Init" in rec["note"] and "Operation failed" in rec["note"]  # the symptom
+    assert rec["note"].startswith("symptom (mpi): ")
+    assert not any("{{" in a for a in rec["argv"])
 
 
 # --- faults: a job that never starts, an instance lost mid-run ---------------------------------
@@ -656,3 +794,208 @@ def test_prepull_each_node_idempotent(flux_instance, lab, tmp_path):
     again = prepull(manifest, cache)
     assert all(r.cached and r.ok for r in again if r.image.endswith("none-debian-12-amd64"))
     assert len(list(cache.glob("*.sif"))) == 1
+
+
+# --- no job outlives its harness -------------------------------------------------------------
+def _harness_jobs(uri: str | None = None, since: float = 0.0, active: bool = True) -> dict:
+    """{id f58: name} of the harness's iteration jobs (not detached harness jobs) submitted at
+    or after `since`, as `flux jobs` lists them; only the active ones unless told otherwise."""
+    import flux
+    import flux.job
+
+    h = flux.Flux(uri) if uri else flux.Flux()
+    filters = ["pending", "running"] if active else []
+    jobs = flux.job.JobList(h, filters=filters, attrs=["name", "t_submit"], since=0).jobs()
+    return {
+        j.id.f58: j.name
+        for j in jobs
+        if j.name.startswith("harness-") and j.name != "harness-run" and j.t_submit >= since
+    }
+
+
+def _wait_for_running(n: int, since: float, timeout: float = 120.0) -> dict:
+    import flux
+    import flux.job
+
+    h = flux.Flux()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = flux.job.JobList(h, filters=["running"], attrs=["name", "t_submit", "t_run"]).jobs()
+        mine = {
+            j.id.f58: j.name
+            for j in jobs
+            if j.name.startswith("harness-")
+            and j.name != "harness-run"
+            and j.t_submit >= since
+            and getattr(j, "t_run", 0.0)  # started, not just allocated
+        }
+        if len(mine) >= n:
+            time.sleep(0.5)  # job-list saw `start`; give the harness's eventlog watch time too
+            return mine
+        time.sleep(0.1)
+    pytest.fail(f"{n} job(s) of the run did not start within {timeout} s")
+
+
+def _tiny_manifest(tmp_path: Path, sif: Path, command: list[str]) -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(json.dumps({"images": [{"name": str(sif), "command": command}]}))
+    return manifest
+
+
+def _run_args(manifest: Path, outdir: Path, iters: int, concurrent: int) -> list[str]:
+    return [
+        "run", "--executor", "flux", "--manifests", str(manifest), "--mode", "random",
+        "--iters", str(iters), "--np", "1", "--seed", "1", "--outdir", str(outdir),
+        "--max-concurrent", str(concurrent),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("concurrent", [1, 2])
+@pytest.mark.parametrize(
+    ("sig", "code", "line"),
+    [
+        (signal.SIGINT, 130, "harness: interrupted; rerun the same command to resume"),
+        (signal.SIGTERM, 143, "harness: terminated; jobs in flight were stopped; rerun to resume"),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_interrupt_leaves_no_job_active(
+    flux_instance, tiny_sif, tmp_path, concurrent, sig, code, line
+):
+    """Ctrl-C or SIGTERM while jobs run: the harness cancels them, says so in one line, exits at
+    once (the bindings' blocking waits must not swallow the signal), and 2 s later `flux jobs`
+    shows no job of the run; nothing of the interrupted iterations is recorded."""
+    manifest = _tiny_manifest(tmp_path, tiny_sif, ["sleep", "60"])
+    outdir = tmp_path / "out"
+    since = time.time() - 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *_run_args(manifest, outdir, 4, concurrent)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        running = _wait_for_running(concurrent, since)
+        journals = sorted((outdir / "logs" / "random").glob("*.flux-job"))
+        assert len(journals) == concurrent  # journaled as soon as the id exists
+        assert {json.loads(j.read_text())["jobid"] for j in journals} == set(running)
+        signalled = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [line]
+    assert took < 15, f"the harness took {took:.1f} s to stop"
+    time.sleep(2)
+    assert _harness_jobs(since=since) == {}
+    assert not list((outdir / "logs" / "random").glob("*.flux-job"))
+    assert not (outdir / "records.jsonl").exists() or not (outdir / "records.jsonl").read_text()
+
+
+def test_kill_9_then_rerun_cancels_the_orphans(flux_instance, tiny_sif, tmp_path):
+    """kill -9 of the harness leaves its jobs running, journaled; the rerun cancels them and
+    waits until they are inactive before it submits, and every record's logs hold that
+    record's own job's output."""
+    import flux
+    import flux.job
+
+    command = ["sh", "-c", 'echo "job=$FLUX_JOB_ID"; sleep 6']
+    manifest = _tiny_manifest(tmp_path, tiny_sif, command)
+    outdir = tmp_path / "out"
+    args = _run_args(manifest, outdir, 3, 2)
+    since = time.time() - 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    orphans = _wait_for_running(2, since)
+    proc.kill()
+    proc.wait()
+    assert set(_harness_jobs(since=since)) == set(orphans)  # left running
+    journals = sorted((outdir / "logs" / "random").glob("*.flux-job"))
+    assert {json.loads(j.read_text())["jobid"] for j in journals} == set(orphans)
+
+    again = cli(*args, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _harness_jobs(since=since) == {}
+    assert not list((outdir / "logs" / "random").glob("*.flux-job"))
+    recs = list(records.read(outdir))
+    assert [r.iteration for r in recs] == [0, 1, 2]
+    h = flux.Flux()
+    submits = []
+    for rec in recs:
+        jobid = next(e["jobid"] for e in rec.events if e["name"] == "submit")
+        assert jobid not in orphans
+        assert Path(rec.stdout_path).read_text() == f"job={jobid}\n"
+        submits.append(next(e["timestamp"] for e in rec.events if e["name"] == "submit"))
+    for jobid in orphans:
+        info = flux.job.result(h, flux.job.JobID(jobid))
+        assert info.result == "CANCELED"
+        ended = flux.job.get_job(h, flux.job.JobID(jobid))["t_inactive"]
+        assert ended <= min(submits), "the rerun submitted before the orphans were inactive"
+
+
+def test_operator_cancel_is_infra_and_redone(flux_instance, tiny_sif, tmp_path):
+    """`flux cancel` of an iteration's job by an operator: the infrastructure's failure, not the
+    image's (reason infra, fault cancelled, outside the rate); the resumed run redoes it."""
+    flux_bin = _need_flux()
+    manifest = _tiny_manifest(tmp_path, tiny_sif, ["sh", "-c", 'echo "job=$FLUX_JOB_ID"; sleep 4'])
+    outdir = tmp_path / "out"
+    args = _run_args(manifest, outdir, 2, 1)
+    since = time.time() - 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    (victim,) = _wait_for_running(1, since)
+    subprocess.run([flux_bin, "cancel", "-m", "node needed", victim], check=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    first = {r.iteration: r for r in records.read(outdir)}
+    assert first[0].reason == "infra"
+    assert first[0].fault["kind"] == "cancelled"
+    assert victim in first[0].evidence and "node needed" in first[0].evidence
+    assert "not by this harness" in first[0].evidence
+    assert first[1].reason != "infra"
+    report = json.loads(cli("report", str(outdir), "--json").stdout)["modes"]["random"]
+    assert (report["runs"], report["n"], report["excluded"]) == (2, 1, 1)
+
+    again = cli(*args, timeout=120)
+    assert again.returncode == 0, again.stderr
+    after = {r.iteration: r for r in records.read(outdir)}
+    assert after[0].reason != "infra" and after[0].fault is None
+    redone = next(e["jobid"] for e in after[0].events if e["name"] == "submit")
+    assert redone != victim
+    assert after[1] == first[1]  # a counted iteration is not run again
+
+
+def test_flux_cancel_of_the_detached_harness_cancels_its_jobs(flux_instance, tiny_sif, tmp_path):
+    """`flux cancel` of a detached run: the harness gets SIGTERM, cancels its jobs and ends;
+    2 s after the harness job is inactive no job of the run is active."""
+    import flux
+    import flux.job
+
+    manifest = _tiny_manifest(tmp_path, tiny_sif, ["sleep", "60"])
+    outdir = tmp_path / "out"
+    since = time.time() - 1
+    proc = cli(*_run_args(manifest, outdir, 4, 2), "--detach")
+    assert proc.returncode == 0, proc.stderr
+    harness_job = proc.stdout.split()[-1]
+    _wait_for_running(2, since)
+    subprocess.run([_need_flux(), "cancel", harness_job], check=True)
+    h = flux.Flux()
+    info = flux.job.result(h, flux.job.JobID(harness_job))  # waits until it is inactive
+    assert info.result == "CANCELED"
+    time.sleep(2)
+    assert _harness_jobs(since=since) == {}
+    log = (outdir / f"flux-harness-{harness_job}.log").read_text()
+    assert "harness: terminated; jobs in flight were stopped" in log

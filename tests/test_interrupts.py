@@ -111,3 +111,50 @@ def test_disk_full_stops_with_one_line_and_resumes(lab, tmp_path):
     finally:
         subprocess.run(["umount", str(small)], check=False)
     assert marked_processes() == []
+
+
+@pytest.mark.lab
+def test_a_registry_outage_mid_run_is_infra_and_redone(lab, tmp_path):
+    """The registry goes away after the run has started: the iterations that needed a pull are
+    the infrastructure's failures (infra, left out of the rate), not the image's, and a rerun
+    once the registry is back redoes exactly them."""
+    from harness.run.runner import pick
+
+    manifest = quick_manifest(tmp_path)
+    names = [e["name"] for e in yaml.safe_load(manifest.read_text())["images"]]
+    # a seed that runs one image in iterations 0 and 1 (the registry stops during 1) and
+    # needs the other, never pulled yet, later
+    seed = next(
+        s
+        for s in range(1000)
+        if [pick(names, s, "random", i) for i in (0, 1)] == [names[0]] * 2
+        and names[1] in {pick(names, s, "random", i) for i in (2, 3)}
+    )
+    args = ["run", "--manifests", str(manifest), "--mode", "random", "--iters", "4"]
+    args += ["--seed", str(seed), "--outdir", str(tmp_path / "out")]
+    args += ["--sif-cache", str(tmp_path / "sifs")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    records = tmp_path / "out" / "records.jsonl"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (records.exists() and records.read_text()):
+            time.sleep(0.05)
+        subprocess.run(["bash", str(ROOT / "scripts/registry.sh"), "stop"], check=True)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts/registry.sh"), "start"], check=True)
+    assert proc.returncode == 0, err
+    recs = [json.loads(x) for x in records.read_text().splitlines()]
+    infra = [r for r in recs if r["reason"] == "infra"]
+    assert infra and all(r["image"] == names[1] for r in infra), recs
+    assert all(r["fault"]["kind"] == "registry-unreachable" for r in infra)
+    assert cli(*args).returncode == 0
+    again = [json.loads(x) for x in records.read_text().splitlines()]
+    assert [r["iteration"] for r in again] == [0, 1, 2, 3]
+    assert not [r for r in again if r["reason"] == "infra"]

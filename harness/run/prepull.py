@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -154,6 +155,16 @@ def _collect(flux, h, rank, jobid) -> list[PullResult]:
     return found
 
 
+def error_line(error: str) -> str:
+    """The line of a puller's error that says what went wrong: Apptainer's own `FATAL:` or
+    `ERROR:` line (its first lines are often INFO or WARNING chatter), else the first line."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    for line in lines:
+        if re.match(r"(FATAL|ERROR)\b", line) or re.search(r"\b(FATAL|ERROR):", line):
+            return line
+    return lines[0] if lines else ""
+
+
 def format_report(results: list[PullResult]) -> str:
     rows = [["node", "rank", "image", "result", "seconds", "error"]]
     for r in results:
@@ -165,7 +176,7 @@ def format_report(results: list[PullResult]) -> str:
                 r.image,
                 state,
                 f"{r.seconds:.1f}",
-                r.error.splitlines()[0] if r.error else "",
+                error_line(r.error),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

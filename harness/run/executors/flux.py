@@ -19,6 +19,18 @@ and the exit code is unknown. After
 a loss, the next run() raises a HarnessError: the run stops and a rerun against a new instance
 resumes from the records.
 
+No job outlives its harness: every wait on the instance runs in short slices with the
+handle's reactor marked as running (the bindings' blocking waits otherwise set SIGINT to its
+default action while they block), so Ctrl-C and SIGTERM reach Python's handlers within a slice;
+the run's `cancel_all()` then cancels every job in flight and waits until Flux says it is
+inactive. Each iteration's job is journaled next to its logs (`iter-NNNN.flux-job`: its name
+before submission, its id as soon as it exists), so a rerun after kill -9 cancels what a killed
+harness left and waits until it is inactive before it submits anything.
+
+The host as a Flux job sees it (`describe_host`): the MPI implementations whose bootstrap the
+shell's PMI plugins serve (harness/data/pmi.yaml: simple PMI, and Flux's libpmi.so through
+FLUX_PMI_LIBRARY_PATH, always; PMIx only with the flux-pmix shell plugin installed).
+
 Also here: `detach()` submits the harness itself as a Flux job and `status()` shows a run's
 progress from its records.
 """
@@ -40,10 +52,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.errors import HarnessError
+from harness.files import atomic_write
 from harness.judge.faults import Fault
-from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, host_library
+from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, bootstrappable, host_library, launcher_plugins
 from harness.run import runtime
 from harness.run.executors.base import Job, JobResult, Option
+from harness.select import host as hostmod
 from harness.select.manifest import FLUX_SETTINGS as IMAGE_SETTINGS
 
 # Directories never bound whole into a container: they hold the image's own C library.
@@ -79,6 +93,12 @@ _WAITING_FOR = {
 }
 PING_TIMEOUT_S = 10.0  # how long an instance may take to answer before it counts as lost
 DRAIN_TIMEOUT_S = 30.0  # how long a cancelled job may take to reach the end of its eventlog
+RPC_TIMEOUT_S = 60.0  # how long one request (submit, cancel, a lookup) may take
+SLICE_S = 0.2  # the longest a wait blocks in C: Python's signal handlers run between slices
+CANCEL_WAIT_S = 10.0  # how long cancel_all() waits for the cancelled jobs to become inactive
+GONE_WAIT_S = 60.0  # how long a rerun waits for the jobs it cancelled for a killed harness
+JOURNAL_SUFFIX = ".flux-job"  # next to an iteration's logs: its job's name, then its id
+TMPDIR = "{{tmpdir}}"  # the shell's template for the job's temporary directory
 
 
 def install_hint() -> str:
@@ -147,35 +167,41 @@ def connect(uri: str | None = None):
     return handle
 
 
+def builtin(key: str) -> str | None:
+    """flux-core's compiled-in configuration value `key` (what `flux config builtin KEY` prints),
+    from the bindings' own libflux-core; None without the bindings or for an unknown key."""
+    try:
+        from flux.core.inner import ffi, lib
+    except ImportError:
+        return None
+    try:
+        value = lib.flux_conf_builtin_get(key.encode(), lib.FLUX_CONF_AUTO)
+    except AttributeError:  # bindings built without it
+        return None
+    return ffi.string(value).decode() if value != ffi.NULL else None
+
+
 def pmi_library_path() -> Path | None:
     """Flux's PMI-1 library (what the shell exports as FLUX_PMI_LIBRARY_PATH)."""
     if path := os.environ.get("FLUX_PMI_LIBRARY_PATH"):
         return Path(path)
-    flux = shutil.which("flux")
-    if flux is None:
-        return None
-    out = subprocess.run(
-        [flux, "config", "builtin", "pmi_library_path"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    path = out.stdout.strip()
-    return Path(path) if out.returncode == 0 and path else None
+    path = builtin("pmi_library_path")
+    return Path(path) if path else None
 
 
 def pmi_binds(pmi: Path) -> list[str]:
     """Apptainer --bind specs that make `pmi` and the libraries it needs loadable in an image.
 
     A flux-core install keeps libpmi.so in LIB/flux/ and its siblings (libflux-taskmap,
-    libflux-idset) in LIB/: bind LIB read-only at the same path. An install in a system
-    directory is bound file by file (never over the image's own /usr/lib).
+    libflux-idset) in LIB/: bind LIB read-only at the same path, and the library itself by
+    name (a bind inside that bind, so that the spec names the file the image's MPI loads: the
+    loader check of a failed job resolves it in the image). An install in a system directory is
+    bound file by file (never over the image's own /usr/lib).
     """
     pmi = Path(pmi)
     lib = pmi.parent.parent if pmi.parent.name == "flux" else pmi.parent
     if str(lib) not in SYSTEM_LIB_DIRS and str(pmi.parent) not in SYSTEM_LIB_DIRS:
-        return [f"{lib}:{lib}:ro"]
+        return [f"{lib}:{lib}:ro", f"{pmi}:{pmi}:ro"]
     files = [pmi.resolve()]
     out = subprocess.run(["ldd", str(pmi)], capture_output=True, text=True, check=False).stdout
     for line in out.splitlines():
@@ -185,7 +211,20 @@ def pmi_binds(pmi: Path) -> list[str]:
             if target and target != "not found":
                 files.append(Path(target))
     # the real file at each name the loader looks up; order kept, duplicates dropped
-    return list(dict.fromkeys(f"{f.resolve()}:{f}:ro" for f in files))
+    return list(dict.fromkeys(f"{f.resolve()}:{f}:ro" for f in [pmi, *files[1:]]))
+
+
+def shell_pmi_plugins(pluginpath: str | None) -> list[str]:
+    """The Flux shell's PMI choices (`-o pmi=NAME`) a job of the instance can use: `simple`
+    (built into the shell: the PMI-1 wire protocol and libpmi.so) always, `pmix` when the
+    flux-pmix shell plugin is on the shell's plugin path (it installs DIR/pmix/pmix.so)."""
+    plugins = ["simple"]
+    for entry in (pluginpath or "").split(":"):
+        where = Path(entry) if entry else None
+        if where and (any(where.glob("pmix*.so")) or any(where.glob("pmix/*.so"))):
+            plugins.append("pmix")
+            break
+    return plugins
 
 
 def _wait_status(status: int) -> tuple[int, int | None]:
@@ -264,8 +303,15 @@ class FluxExecutor:
         self._local = threading.local()
         self._runtime: str | None = None
         self._pmi: Path | None = None
+        self._mpi_lib: Path | None = None
         self._preflighted = False
         self._lost: str | None = None  # why the instance is gone (set by any thread)
+        self._lock = threading.Lock()
+        self._live: dict[int, Path] = {}  # job id -> its journal, of the jobs in flight
+        self._interrupted = False  # cancel_all() ran (or a run() was interrupted): no new job
+        self._swept: set[Path] = set()
+        self._sweep_lock = threading.Lock()  # held while a sweep waits: not self._lock
+        self._rundirs: dict[int, str] = {}  # broker rank -> its rundir
 
     # -- setup -----------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -287,6 +333,9 @@ class FluxExecutor:
             h = self._local.handle = connect(self.uri)
         return h
 
+    def _target(self) -> str | None:
+        return self.uri or os.environ.get("FLUX_URI")
+
     def settings(self, job: Job) -> dict:
         own = getattr(job, "flux", None) or {}
         by_image = self.image_settings.get(Path(job.sif).name, {})
@@ -296,31 +345,59 @@ class FluxExecutor:
             raise HarnessError(f"flux executor: unknown image setting(s): {', '.join(unknown)}")
         return merged
 
+    # -- the host as a job of this instance sees it ------------------------------------------
+    def shell_pmi(self) -> list[str]:
+        """The shell's PMI choices a job of the instance gets (the instance's plugin path when
+        it answers, else this flux-core's built-in one)."""
+        bindings()
+        pluginpath = None
+        with contextlib.suppress(HarnessError, OSError):
+            pluginpath = self.handle().attr_get("conf.shell_pluginpath")
+        return shell_pmi_plugins(pluginpath or builtin("shell_pluginpath"))
+
+    def describe_host(self, host: dict[str, str]) -> dict[str, str]:
+        """The host as a Flux job sees it: its MPI is the set of implementations whose bootstrap
+        the shell's PMI plugins serve (harness/data/pmi.yaml: simple PMI and Flux's libpmi.so
+        always, PMIx only with flux-pmix), and the PMI interfaces beside it. What mpirun on
+        this machine is does not matter: no job of the instance uses it."""
+        plugins = self.shell_pmi()
+        served = launcher_plugins("flux")
+        interfaces = list(dict.fromkeys(i for p in plugins for i in served.get(p, [])))
+        return hostmod.with_launcher_mpi(
+            host, bootstrappable("flux", plugins), {hostmod.PMI: ",".join(interfaces)}
+        )
+
     # -- the job ---------------------------------------------------------------------------
-    def command(self, job: Job) -> list[str]:
-        """The task command: apptainer exec with the binds that MPI under Flux needs."""
+    def binds(self, job: Job) -> list[str]:
+        """`--bind` specs of the host files the image's programs load: Flux's PMI library (and
+        the libraries it needs), and in the bind model the host's MPI library. (The job's
+        temporary directory is bound too, but it is no library.)"""
         if not self._preflighted:
             self.preflight()
-        settings = self.settings(job)
+        binds: list[str] = []
+        if self._pmi is not None and self.settings(job).get("bind_pmi", True):
+            binds += pmi_binds(self._pmi)
+        if job.mpi_model == "bind":
+            if self._mpi_lib is None:
+                self._mpi_lib = host_library(SONAMES["OpenMPI"])
+            binds.append(f"{self._mpi_lib.resolve()}:{self._mpi_lib}")
+        return binds
+
+    def command(self, job: Job) -> list[str]:
+        """The task command: apptainer exec with the binds that MPI under Flux needs."""
+        binds = self.binds(job)
         argv = [self._runtime, "exec"]
         if self.contain:
             argv.append("--contain")
-        binds: list[str] = []
-        if self._pmi is not None and settings.get("bind_pmi", True):
-            binds += pmi_binds(self._pmi)
-        binds.append("{{tmpdir}}")  # the job shell expands it; Open MPI's shm backing dir
-        if job.mpi_model == "bind":
-            lib = host_library(SONAMES["OpenMPI"])
-            binds.append(f"{lib.resolve()}:{lib}")
-        binds += list(self.extra_binds)
-        for spec in binds:
+        # the job shell expands {{tmpdir}}: the job's own directory, Open MPI's shm backing dir
+        for spec in [*binds, TMPDIR, *self.extra_binds]:
             argv += ["--bind", spec]
         if job.workdir:
             argv += ["--pwd", job.workdir]
-        argv += [str(job.sif), *job.command]
+        argv += [*job.runtime_options, str(job.sif), *job.command]
         return argv
 
-    def jobspec(self, job: Job):
+    def jobspec(self, job: Job, name: str | None = None):
         flux = bindings()
         settings = self.settings(job)
         env = dict(os.environ)  # explicit: older flux-core starts jobs with an empty one
@@ -340,7 +417,7 @@ class FluxExecutor:
             duration=float(job.timeout_s),
             environment=env,
             cwd=os.getcwd(),
-            name=f"harness-{Path(job.sif).stem}",
+            name=name or job_name(Path(job.stdout)),
             **kwargs,
         )
         for key, value in (settings.get("shell_options") or {}).items():
@@ -351,23 +428,66 @@ class FluxExecutor:
         self._check_not_lost()
         flux = bindings()
         h = self.handle()
-        js = self.jobspec(job)
+        stdout = Path(job.stdout)
+        self._sweep(stdout.parent)
+        journal = journal_path(stdout)
+        if journal.exists():  # this iteration's job of an earlier attempt
+            self._cancel_journaled([journal], GONE_WAIT_S)
+        name = job_name(stdout)
+        js = self.jobspec(job, name)
         argv = list(js.tasks[0]["command"])
         if self.output == "file":
             # a resumed run reuses the file names: what an earlier attempt left is not this job's
             for path in (Path(job.stdout), Path(job.stderr)):
                 path.unlink(missing_ok=True)
+        with self._lock:
+            if self._interrupted:
+                raise HarnessError("flux executor: the run is being interrupted: no new job")
+        # journaled before the submission: a harness killed before it returns leaves the name
+        entry = {"name": name, "jobid": None, "uri": self._target()}
+        atomic_write(journal, json.dumps(entry).encode())
+        submitted = jobid = None
         try:
-            jobid = flux.job.JobID(flux.job.submit(h, js))
-        except OSError as exc:
-            raise HarnessError(f"flux executor: submit refused: {_why(exc)}") from None
+            try:
+                submitted = flux.job.submit_async(h, js)
+                jobid = flux.job.JobID(_get(h, submitted, "get_id"))
+            except OSError as exc:
+                if exc.errno == errno.ETIMEDOUT:  # it may exist: a rerun looks for it by name
+                    raise HarnessError("flux executor: submit did not answer") from None
+                journal.unlink(missing_ok=True)
+                raise HarnessError(f"flux executor: submit refused: {_why(exc)}") from None
+            with self._lock:
+                self._live[int(jobid)] = journal
+                late = self._interrupted
+            atomic_write(journal, json.dumps({**entry, "jobid": jobid.f58}).encode())
+        except HarnessError:
+            raise
+        except BaseException:
+            # interrupted mid-submit (or before the id was journaled): the job may exist. Its id
+            # comes with the submission's answer (a few ms); failing that the journal names
+            # it. Cancel it and wait until it is inactive.
+            with self._lock:
+                self._interrupted = True
+            if jobid is None and submitted is not None:
+                with contextlib.suppress(OSError):
+                    jobid = flux.job.JobID(_get(h, submitted, "get_id", timeout=CANCEL_WAIT_S))
+            if jobid is not None:
+                self._stop(h, {int(jobid): journal}, CANCEL_WAIT_S)
+            else:
+                self._cancel_journaled([journal], CANCEL_WAIT_S, strict=False)
+            raise
+        if late:  # cancel_all() ran while this job was being submitted: it does not run
+            self._stop(h, {int(jobid): journal}, CANCEL_WAIT_S)
+            raise HarnessError("flux executor: the run is being interrupted: no new job")
         trace = _Trace(jobid.f58)
         watcher = None
         reachable = True
+        ended = False  # the job is inactive (or gone with its instance): its journal goes
         try:
             watcher = flux.job.event_watch_async(h, jobid)
             if self._follow(flux, h, jobid, watcher, trace):
-                info = flux.job.result(h, jobid)
+                ended = True
+                info = _get(h, flux.job.result_async(h, jobid), "get_info")
                 trace.events.append(
                     {
                         "name": "result",
@@ -376,13 +496,28 @@ class FluxExecutor:
                         "jobid": jobid.f58,
                     }
                 )
-        except KeyboardInterrupt:
-            flux.job.cancel(h, jobid, "harness interrupted")
-            raise
         except (OSError, RuntimeError) as exc:
             # RuntimeError: flux-core 0.88's bindings read a NULL event when the connection drops
             reachable = self._follow_failed(flux, h, jobid, watcher, trace, exc)
+            ended = not reachable or not _still_active(h, {int(jobid)}, CANCEL_WAIT_S)
+        except BaseException:
+            # Ctrl-C, SIGTERM, cancel_all() in another thread: the job does not outlive the run.
+            # It stays in flight: cancel_all() waits until it is inactive and removes its journal.
+            with self._lock:
+                self._interrupted = True
+            with contextlib.suppress(Exception):
+                _cancel(flux, h, [int(jobid)], "harness: the run was interrupted")
+            raise
+        with self._lock:
+            self._live.pop(int(jobid), None)
+        if ended:
+            journal.unlink(missing_ok=True)
         self._write_output(h, flux, jobid, job, trace, reachable)
+        if "start" in trace.stamps and reachable:
+            tmpdir = self._job_tmpdir(flux, h, jobid, job)
+        else:
+            tmpdir = None
+        argv = [a.replace(TMPDIR, tmpdir or "$FLUX_JOB_TMPDIR") for a in argv]
 
         stamps = trace.stamps
         end = trace.lost_at
@@ -392,8 +527,13 @@ class FluxExecutor:
         cancels = [e for e in trace.exceptions if e["context"].get("type") == "cancel"]
         if fault is None and cancels:
             # not cancelled by this harness (its own cancels set a fault first): someone else
-            note = cancels[0]["context"].get("note") or "no note"
-            fault = Fault("cancelled", f"flux: job {jobid.f58} cancelled by another user: {note}")
+            context = cancels[0]["context"]
+            note = context.get("note") or "no note"
+            who = f"user {context['userid']}" if "userid" in context else "someone"
+            fault = Fault(
+                "cancelled",
+                f"flux: job {jobid.f58} cancelled by {who}, not by this harness: {note}",
+            )
         submit = stamps.get("submit")
         began = stamps.get("alloc")
         end_queue = began if began is not None else stamps.get("clean", end or submit)
@@ -411,7 +551,15 @@ class FluxExecutor:
             run_s=run_s,
             events=trace.events,
             fault=fault,
+            binds=self.binds(job),
+            runtime=self._runtime,
         )
+
+    def _poll_interrupted(self) -> None:
+        """Between two slices of a wait: a thread stops following once the run is interrupted
+        (its job is cancelled on the way out)."""
+        if self._interrupted:
+            raise HarnessError("flux executor: the run is being interrupted")
 
     def _follow(self, flux, h, jobid, watcher, trace: _Trace) -> bool:
         """Read the job's eventlog into `trace` until it ends (True). A job with no `start` event
@@ -425,24 +573,24 @@ class FluxExecutor:
             until = drain_by
             if until is None and "start" not in trace.stamps and trace.state in _WAITING_FOR:
                 until = start_by
-            if until is not None and not _ready(watcher, until):
+            left = None if until is None else until - time.monotonic()
+            if not _wait(h, watcher, left, self._poll_interrupted):
                 if drain_by is not None:
                     return False
                 self._cancel_unstarted(flux, h, jobid, trace)
                 drain_by = time.monotonic() + DRAIN_TIMEOUT_S
                 continue
-            ev = watcher.get_event()
+            with _signals_kept(h):
+                ev = watcher.get_event()
             if ev is None:
                 return True
             trace.add(ev)
 
     def _cancel_unstarted(self, flux, h, jobid, trace: _Trace) -> None:
         state = trace.state
-        try:
-            info = flux.job.get_job(h, jobid)  # job-list's view: a held job, a dependency
-            state = (info or {}).get("state") or state
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # job-list's view: a held job, a dependency
+            info = _get(h, flux.job.job_list_id(h, jobid, attrs=["state"]), "get_jobinfo")
+            state = info.state or state
         limit = f"{self.start_timeout_s:g} s"
         waiting = _WAITING_FOR.get(state)
         trace.fault = Fault(
@@ -460,8 +608,7 @@ class FluxExecutor:
             }
         )
         # a failed cancel (a dead instance) shows when the eventlog is read on
-        with contextlib.suppress(OSError):
-            flux.job.cancel(h, jobid, f"harness: no start within {limit}")
+        _cancel(flux, h, [int(jobid)], f"harness: no start within {limit}")
 
     def _follow_failed(self, flux, h, jobid, watcher, trace: _Trace, exc: Exception) -> bool:
         """The eventlog could not be followed: record why in `trace`; False when the instance is
@@ -474,12 +621,11 @@ class FluxExecutor:
                 "lost-instance", f"flux executor: lost the eventlog of job {jobid.f58}: {why}"
             )
             trace.events.append({"name": "lost-eventlog", "timestamp": trace.lost_at, "error": why})
-            with contextlib.suppress(OSError):
-                flux.job.cancel(h, jobid, "harness: lost the job's eventlog")
+            _cancel(flux, h, [int(jobid)], "harness: lost the job's eventlog")
             return True
         if watcher is not None:
             watcher.needs_cancel = False  # nothing to cancel on a dead connection
-        uri = self.uri or os.environ.get("FLUX_URI")
+        uri = self._target()
         target = f"Flux instance at {uri}" if uri else "Flux system instance"
         trace.fault = Fault(
             "lost-instance",
@@ -495,6 +641,38 @@ class FluxExecutor:
         )
         return False
 
+    def _job_tmpdir(self, flux, h, jobid, job: Job) -> str | None:
+        """FLUX_JOB_TMPDIR of the job's shell rank 0, as the shell made it (src/shell/tmpdir.c
+        of flux-core): `jobtmp-0-ID` in the rundir of the broker that ran shell rank 0 (the
+        exec eventlog's `shell.init` names it), or in $TMPDIR (default /tmp) when the job's
+        user does not own the instance. Other nodes' ranks had their own; None if unknown."""
+        leader = watcher = None
+        try:
+            watcher = flux.job.event_watch_async(h, jobid, "guest.exec.eventlog")
+            deadline = time.monotonic() + 10.0
+            while _wait(h, watcher, deadline - time.monotonic()):
+                with _signals_kept(h):
+                    ev = watcher.get_event()
+                if ev is None:
+                    break
+                if ev.name == "shell.init":
+                    leader = int(ev.context.get("leader-rank", 0))
+            if watcher.needs_cancel:  # not at its end within the time given
+                watcher.cancel(stop=True)
+            if leader is None:
+                return None
+            if int(h.attr_get("security.owner")) != os.getuid():
+                env = self.settings(job).get("env") or {}
+                base = env.get("TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+            else:
+                if leader not in self._rundirs:
+                    reply = _get(h, h.rpc("attr.get", {"name": "rundir"}, nodeid=leader), "get")
+                    self._rundirs[leader] = reply["value"]
+                base = self._rundirs[leader]
+        except (OSError, RuntimeError, KeyError, ValueError):
+            return None
+        return f"{base}/jobtmp-0-{jobid.f58}"
+
     def _write_output(self, h, flux, jobid, job: Job, trace: _Trace, reachable: bool) -> None:
         """Make job.stdout/job.stderr hold the job's output, then its exceptions as `flux job
         attach` prints them (the evidence Flux itself gives for a failed start).
@@ -509,7 +687,8 @@ class FluxExecutor:
             try:
                 if not reachable:
                     raise OSError("the instance is gone")
-                out = flux.job.output.job_output(h, jobid)
+                with _signals_kept(h):
+                    out = flux.job.output.job_output(h, jobid)
                 stdout.write_text(out.stdout)
                 stderr.write_text(out.stderr + out.log)
             except (OSError, flux.job.JobException):
@@ -536,6 +715,149 @@ class FluxExecutor:
         if tail:
             with stderr.open("a", encoding="utf-8") as fh:
                 fh.write("".join(line + "\n" for line in tail))
+
+    # -- no job outlives the run -------------------------------------------------------------
+    def cancel_all(self) -> None:
+        """Cancel every job in flight and wait (CANCEL_WAIT_S at most) until Flux says each is
+        inactive; the journals of those that are go. No run() submits after this."""
+        with self._lock:
+            self._interrupted = True
+            live = dict(self._live)
+        if not live:
+            return
+        try:
+            h = self.handle()
+        except HarnessError:  # the instance is gone, and its jobs with it
+            return
+        self._stop(h, live, CANCEL_WAIT_S)
+
+    def _stop(self, h, jobs: dict[int, Path], wait_s: float) -> set[int]:
+        """Cancel `jobs` (id -> journal), wait until they are inactive; returns those still
+        active after wait_s. An inactive job's journal goes, and it is no longer in flight."""
+        flux = bindings()
+        _cancel(flux, h, list(jobs), "harness: the run was interrupted")
+        left = _still_active(h, set(jobs), wait_s)
+        for jobid, journal in jobs.items():
+            if jobid not in left:
+                journal.unlink(missing_ok=True)
+                with self._lock:
+                    self._live.pop(jobid, None)
+        return left
+
+    def _sweep(self, directory: Path) -> None:
+        """Once per log directory and run, before its first submission: the jobs a killed
+        harness left there (their journals remain) are cancelled and waited for."""
+        directory = directory.resolve()
+        with self._sweep_lock:
+            if directory in self._swept:
+                return
+            # under the lock: no thread of this run submits into it before the sweep ends
+            self._cancel_journaled(sorted(directory.glob("*" + JOURNAL_SUFFIX)), GONE_WAIT_S)
+            self._swept.add(directory)
+
+    def _cancel_journaled(self, journals: list[Path], wait_s: float, strict: bool = True) -> None:
+        """Cancel the jobs the journals name (by id, or by name when the harness died before
+        it knew the id) and wait until they are inactive; then the journals go. With `strict`,
+        a job still active after wait_s is a HarnessError (nothing new is submitted beside it).
+        A journal of an instance that no longer answers goes: its jobs went with it."""
+        flux = bindings()
+        by_uri: dict[str | None, list[tuple[Path, dict]]] = {}
+        for path in journals:
+            try:
+                entry = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                entry = {}
+            by_uri.setdefault(entry.get("uri"), []).append((path, entry))
+        for uri, entries in by_uri.items():
+            try:
+                h = self.handle() if uri == self._target() else connect(uri)
+            except HarnessError:
+                h = None
+            jobs: dict[int, Path] = {}
+            for path, entry in entries:
+                if h is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        for jobid in _journaled_ids(h, entry):
+                            jobs[jobid] = path
+                if path not in jobs.values():
+                    path.unlink(missing_ok=True)  # nothing of it is active
+            if not jobs:
+                continue
+            left = self._stop(h, jobs, wait_s)
+            if left and strict:
+                shown = ", ".join(flux.job.JobID(j).f58 for j in sorted(left))
+                raise HarnessError(
+                    f"flux executor: job(s) left by an earlier run are still active {wait_s:g} s "
+                    f"after flux cancel: {shown}"
+                )
+
+
+def journal_path(stdout: Path) -> Path:
+    """The journal of an iteration (not of an attempt): a rerun finds what a killed harness
+    left for that iteration."""
+    return stdout.with_name(stdout.name.split(".", 1)[0] + JOURNAL_SUFFIX)
+
+
+def job_name(stdout: Path) -> str:
+    """The job's name: the mode's log directory and the attempt (unique per attempt), so that
+    a job whose id was never journaled can still be found."""
+    return f"harness-{stdout.parent.name}-{stdout.name.removesuffix('.out')}"
+
+
+def _journaled_ids(h, entry: dict) -> list[int]:
+    """The ids of the jobs a journal entry names: its id, else the active jobs of its name."""
+    import flux.constants
+    import flux.job
+
+    if entry.get("jobid"):
+        return [int(flux.job.JobID(entry["jobid"]))]
+    if not entry.get("name"):
+        return []
+    rpc = flux.job.job_list(
+        h, attrs=["state"], name=entry["name"], states=flux.constants.FLUX_JOB_STATE_ACTIVE
+    )
+    return [int(j["id"]) for j in _get(h, rpc, "get_jobs")]
+
+
+def _cancel(flux, h, jobids: list[int], reason: str) -> None:
+    """Cancel each job (one request each, all in flight at once); a job already inactive, or a
+    dead instance, is no error here."""
+    futures = []
+    for jobid in jobids:
+        with contextlib.suppress(OSError):
+            futures.append(flux.job.cancel_async(h, jobid, reason))
+    for future in futures:
+        with contextlib.suppress(OSError):
+            _get(h, future, "get")
+
+
+def _still_active(h, jobids: set[int], wait_s: float) -> set[int]:
+    """Those of `jobids` still active (in job-list, what `flux jobs` shows) after waiting up to
+    wait_s for them to become inactive; a job the instance does not know is not active."""
+    import flux.constants
+    import flux.job
+
+    deadline = time.monotonic() + wait_s
+    left = set(jobids)
+    while left:
+        for jobid in sorted(left):
+            try:
+                rpc = flux.job.job_list_id(h, jobid, attrs=["state"])
+                state = _get(h, rpc, "get_job", timeout=10.0)["state"]
+            except FileNotFoundError:
+                left.discard(jobid)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ETIMEDOUT:  # not known here (e.g. another instance's)
+                    left.discard(jobid)
+                    continue
+                return left  # the instance does not answer: nothing more to learn
+            if state == flux.constants.FLUX_JOB_STATE_INACTIVE:
+                left.discard(jobid)
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return left
 
 
 @dataclass
@@ -576,22 +898,50 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _ready(watcher, until: float) -> bool:
-    """Wait (in the reactor, no polling) for the watcher's next event until the monotonic time
-    `until`; False when none came."""
-    try:
-        watcher.wait_for(max(0.0, until - time.monotonic()))
-    except OSError as exc:
-        if exc.errno == errno.ETIMEDOUT:
+@contextlib.contextmanager
+def _signals_kept(h):
+    """The bindings' blocking calls are @interruptible: in the main thread, unless the handle's
+    reactor runs, they set SIGINT to its default action while they block, so Ctrl-C kills the
+    process at once (no handler, no cancel, the job runs on). Marked as in the reactor, they
+    leave the handlers alone; every wait here is sliced, so the handlers run (KeyboardInterrupt,
+    SIGTERM's Terminated) within SLICE_S."""
+    with h.in_reactor():
+        yield
+
+
+def _wait(h, future, timeout: float | None, poll=None) -> bool:
+    """Wait (in the reactor, no polling of the instance) until `future` is fulfilled: True, or
+    False after `timeout` seconds (None: no limit). The wait runs in slices of SLICE_S: Python's
+    signal handlers run between them, and so does `poll` (it may raise)."""
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    while True:
+        left = SLICE_S if deadline is None else min(SLICE_S, deadline - time.monotonic())
+        try:
+            with _signals_kept(h):
+                future.wait_for(max(0.0, left))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.ETIMEDOUT:
+                raise
+        if poll is not None:
+            poll()
+        if deadline is not None and time.monotonic() >= deadline:
             return False
-        raise
-    return True
+
+
+def _get(h, future, getter: str, timeout: float = RPC_TIMEOUT_S):
+    """`future.<getter>()` once fulfilled, waited for in slices; OSError(ETIMEDOUT) when it is
+    not fulfilled within `timeout`."""
+    if not _wait(h, future, timeout):
+        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:g} s")
+    with _signals_kept(h):
+        return getattr(future, getter)()
 
 
 def _unreachable(h) -> str | None:
     """None when the instance behind `h` answers a ping, else why not."""
     try:
-        h.rpc("broker.ping", {}).wait_for(PING_TIMEOUT_S).get()
+        _get(h, h.rpc("broker.ping", {}), "get", timeout=PING_TIMEOUT_S)
     except OSError as exc:
         if exc.errno == errno.ETIMEDOUT:
             return f"no answer within {PING_TIMEOUT_S:g} s"

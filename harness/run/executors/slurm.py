@@ -463,7 +463,7 @@ class SlurmExecutor:
         plugin, pmi_event = self.plugin_for(job)
         argv = self.command(job, plugin)
         stem = stdout.name.removesuffix(".out")
-        name = f"harness-{stdout.parent.name}-{stem}"
+        name = f"harness-{job.mode or stdout.parent.name}-{stem}"  # the logs' dir is the mode
         script = stdout.with_name(stem + ".sh")
         script.write_text(f"#!/bin/bash\nexec {shlex.join(argv)}\n")
         sbatch = self.sbatch_argv(job, name, script)
@@ -479,6 +479,14 @@ class SlurmExecutor:
         except subprocess.TimeoutExpired:
             self._cancel_journaled([journal])
             raise HarnessError("slurm executor: sbatch did not answer in 120 s") from None
+        except BaseException:  # interrupted mid-sbatch: the job may exist, known by its name
+            with self._lock:
+                self._interrupted = True
+            self._scancel([], [name])
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                if not self._wait_gone({f"name:{name}": name}, CANCEL_WAIT_S):
+                    journal.unlink(missing_ok=True)
+            raise
         if out.returncode != 0:
             journal.unlink(missing_ok=True)
             why = _last_line(out.stderr + out.stdout) or f"exit {out.returncode}"
@@ -498,8 +506,9 @@ class SlurmExecutor:
             with self._lock:
                 self._interrupted = True
             self._scancel([jobid])
-            if not self._wait_gone({jobid: name}, CANCEL_WAIT_S):
-                journal.unlink(missing_ok=True)  # gone: nothing left for a rerun to cancel
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                if not self._wait_gone({jobid: name}, CANCEL_WAIT_S):
+                    journal.unlink(missing_ok=True)  # gone: nothing left for a rerun
             raise
         finally:
             with self._lock:
@@ -673,6 +682,9 @@ class SlurmExecutor:
         if not names:
             return {}
         out = _run_tool(["squeue", "-h", "-o", "%i|%j|%T", "--name=" + ",".join(names)])
+        if out.returncode != 0:
+            why = _last_line(out.stderr + out.stdout) or f"exit {out.returncode}"
+            raise HarnessError(f"slurm executor: squeue failed: {why}")
         left = {}
         for line in out.stdout.splitlines():
             jobid, _, rest = line.partition("|")
@@ -728,7 +740,7 @@ class SlurmExecutor:
             live = dict(self._live)
         if live:
             self._scancel(sorted(live))
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired, OSError):
                 self._wait_gone(live, CANCEL_WAIT_S)
 
 
