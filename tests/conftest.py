@@ -77,3 +77,10 @@ def replay(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.setitem(executors.REGISTRY, "replay", "tests.replay:ReplayExecutor")
     return "replay"
+
+
+def spawn(*args: str, **kw) -> subprocess.Popen:
+    """Start `harness ARGS...` in the background from the checkout (text pipes by default)."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, text=True, **kw)

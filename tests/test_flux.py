@@ -29,7 +29,7 @@ from harness.errors import HarnessError
 from harness.judge.classify import classify
 from harness.judge.faults import Fault
 from harness.run.executors.base import Job
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, spawn
 
 LAB_SIF = Path("/var/cache/compat-harness/lab/sif")
 BOOKWORM = "openmpi-debian-12-amd64"
@@ -705,14 +705,7 @@ def test_run_resumes_after_the_instance_is_lost(own_instance, tiny_sif, tmp_path
 
     first = own_instance()
     env = {**os.environ, "FLUX_URI": first.uri}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_running(first.uri)
         first.kill()
@@ -908,12 +901,7 @@ def test_kill_9_then_rerun_cancels_the_orphans(flux_instance, tiny_sif, tmp_path
     outdir = tmp_path / "out"
     args = _run_args(manifest, outdir, 3, 2)
     since = time.time() - 1
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     orphans = _wait_for_running(2, since)
     proc.kill()
     proc.wait()
@@ -949,13 +937,7 @@ def test_operator_cancel_is_infra_and_redone(flux_instance, tiny_sif, tmp_path):
     outdir = tmp_path / "out"
     args = _run_args(manifest, outdir, 2, 1)
     since = time.time() - 1
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     (victim,) = _wait_for_running(1, since)
     subprocess.run([flux_bin, "cancel", "-m", "node needed", victim], check=True)
     _, err = proc.communicate(timeout=120)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from harness.run.executors.local import JOB_MARK
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, spawn
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
 TAGS = ("openmpi-debian-12-amd64", "openmpi-debian-11-amd64")
@@ -133,13 +133,7 @@ def test_a_registry_outage_mid_run_is_infra_and_redone(lab, tmp_path):
     args = ["run", "--manifests", str(manifest), "--mode", "random", "--iters", "4"]
     args += ["--seed", str(seed), "--outdir", str(tmp_path / "out")]
     args += ["--sif-cache", str(tmp_path / "sifs")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     records = tmp_path / "out" / "records.jsonl"
     try:
         deadline = time.time() + 120

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from harness.run.executors.local import JOB_MARK, marked
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, spawn
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
 PREFIX = "127.0.0.1/lab/lammps-matrix:"
@@ -134,12 +133,8 @@ def test_kill_9_mid_iteration_then_resume(lab, tmp_path):
         "--outdir",
         str(outdir),
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    proc = spawn(
+        *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     records = outdir / "records.jsonl"
     journal = outdir / "logs" / "basic" / "iter-0001.job"  # the journal of iteration 1
@@ -177,13 +172,7 @@ def test_sigterm_stops_the_job_and_says_so(lab, tmp_path):
     outdir = tmp_path / "out"
     args = ["run", "--manifests", str(manifest), "--mode", "random", "--iters", "2"]
     args += ["--seed", "2", "--outdir", str(outdir)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     needle = job_processes_of(outdir / "logs" / "random" / "iter-0000.job")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -373,7 +373,6 @@ def test_crd_variant_is_read_from_the_installed_crd(variant):
     assert crd_variant(crd) == variant
 
 
-
 def _job(tmp_path: Path, image: str, mode: str = "platform", **kw) -> Job:
     logs = tmp_path / "logs" / mode
     logs.mkdir(parents=True, exist_ok=True)

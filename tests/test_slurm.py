@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from harness.run.executors.slurm import (
 )
 from harness.select import host as hostmod
 from harness.select import matching
-from tests.conftest import ROOT, cli, lab_missing
+from tests.conftest import ROOT, cli, lab_missing, spawn
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
 PREFIX = "127.0.0.1/lab/lammps-matrix:"
@@ -379,13 +378,7 @@ def harness_args(manifest: Path, outdir: Path, iters: int, *extra: str) -> list[
 def test_a_job_scancelled_by_someone_else_is_infra(slurm, tmp_path):
     outdir = tmp_path / "out"
     args = harness_args(lab_manifest(tmp_path, "openmpi-debian-12-amd64", 100000), outdir, 1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     jobid = journaled_job(outdir / "logs" / "random" / "iter-0000.slurm")
     time.sleep(1)
     subprocess.run(["scancel", jobid], check=True)  # another user, an admin
@@ -425,13 +418,7 @@ def test_the_harness_enforces_its_timeout_before_slurms_time_limit(slurm, tmp_pa
 def test_sigterm_leaves_no_job_in_squeue(slurm, tmp_path):
     outdir = tmp_path / "out"
     args = harness_args(lab_manifest(tmp_path, "openmpi-debian-12-amd64", 100000), outdir, 2)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journaled_job(outdir / "logs" / "random" / "iter-0000.slurm")
     assert queued_jobs_of(outdir)
     proc.send_signal(signal.SIGTERM)
@@ -450,12 +437,7 @@ def test_kill_9_then_rerun_cancels_the_orphan_and_completes_the_run(slurm, tmp_p
     outdir = tmp_path / "out"
     manifest = lab_manifest(tmp_path, "openmpi-debian-12-amd64", 800)
     args = harness_args(manifest, outdir, 2)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     orphan = journaled_job(outdir / "logs" / "random" / "iter-0000.slurm")
     proc.kill()
     proc.wait()
