@@ -166,6 +166,8 @@ CASES = {
     # artifacts
     "artifact not JSON": (artifact_case("{not json"), "artifact is not JSON"),
     "artifact not a spec": (artifact_case('{"kind": "Other"}'), "not a CompatibilitySpec"),
+    "artifact not UTF-8": (artifact_case(b'{"kind": "\xff"}'), "not UTF-8"),
+    "artifact binary": (artifact_case(b"\x00\x01"), "binary"),
     "artifact missing": (
         lambda d: ((d / "a.json").unlink(), run_args(d, mode="basic"))[1],
         "a.json",

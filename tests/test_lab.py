@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,49 @@ def test_readme_own_images_walk(lab, tmp_path):
     assert images["openmpi-debian-12-amd64"]["success"] == 1
     assert images["none-debian-12-amd64"]["reasons"] == {"missing-binary": 1}
     assert "none-debian-12-amd64" in report.stdout
+
+
+@pytest.mark.lab
+def test_census_gives_the_gradient_the_lab_is_built_for(lab, tmp_path):
+    """On this host (Debian 12, Open MPI mpirun, no GPU, bind): every selection step removes a
+    failure class, so the expected success rate rises strictly from mode to mode."""
+    outdir = tmp_path / "census"
+    proc = cli("census", "--manifests", str(LAB_MANIFEST), "--outdir", str(outdir), "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    report = cli("report", str(outdir), "--json")
+    assert report.returncode == 0, report.stderr
+    summary = json.loads(report.stdout)
+    rate = {m: e["rate"] for m, e in summary["expected"].items()}
+    assert (
+        rate["random"] < rate["basic"] <= rate["platform"] < rate["platform-version"]
+        < rate["descriptive-basic"] < rate["descriptive-mpi"] == 1.0
+    ), rate  # fmt: skip
+    reason = {k.rsplit(":", 1)[1]: max(v["reasons"], key=v["reasons"].get)
+              for k, v in summary["images"].items()}  # fmt: skip
+    sets = json.loads((outdir / "census.json").read_text())["modes"]
+    failures = {
+        mode: Counter(reason[c.rsplit(":", 1)[1]] for c in sets[mode]["candidates"])
+        for mode in sets
+    }
+    for mode in ("basic", "platform"):
+        (top, _), *_ = [kv for kv in failures[mode].most_common() if kv[0] != "success"]
+        assert top == "os-abi", failures[mode]
+    assert "gpu" in failures["platform-version"] and "gpu" not in failures["descriptive-basic"]
+
+
+@pytest.mark.lab
+def test_census_records_an_unpullable_image_and_goes_on(lab, tmp_path):
+    manifest = tmp_path / "m.yaml"
+    entries = yaml.safe_load(LAB_MANIFEST.read_text())["images"]
+    (none,) = [e for e in entries if e["name"] == PREFIX + "none-debian-12-amd64"]
+    missing = {"name": PREFIX + "no-such-tag", "artifact": PREFIX + "no-such-tag-compspec"}
+    manifest.write_text(yaml.safe_dump({"images": [missing, none]}))
+    outdir = tmp_path / "out"
+    args = ["census", "--manifests", str(manifest), "--outdir", str(outdir)]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(x) for x in (outdir / "records.jsonl").read_text().splitlines()]
+    assert {r["image"].rsplit(":", 1)[1]: r["reason"] for r in recs} == {
+        "no-such-tag": "pull",
+        "none-debian-12-amd64": "missing-binary",
+    }

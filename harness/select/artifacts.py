@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from harness.errors import HarnessError
-from harness.files import atomic_write
+from harness.files import atomic_write, read_input
 
 # compspec-go used the first before its rename to compspec (2024-02), the second after it.
 MEDIA_TYPES = ("application/org.supercontainers.compspec", "application/org.compspec")
@@ -152,13 +152,13 @@ class ArtifactStore:
         where = f"image {image_name}"
         local = Path(ref)
         if local.suffix == ".json" and local.is_file():
-            data = local.read_bytes()
+            data = read_input(local, f"{where}: artifact").encode()
             return Artifact(ref, _digest(data), parse(data, where), f"file:{local}")
         if self.cache is not None:
             path = self.cache / cache_name(ref)
             if not path.is_file():
                 raise HarnessError(f"{where}: artifact {ref} is not in cache {self.cache}")
-            data = path.read_bytes()
+            data = read_input(path, f"{where}: artifact").encode()
             return Artifact(ref, _digest(data), parse(data, where), f"cache:{path}")
         path = self.registry_cache / cache_name(ref)
         if path.is_file():
