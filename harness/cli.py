@@ -104,16 +104,19 @@ def _mode_help() -> str:
     return f"selection mode ({known}; more with --mode-file)"
 
 
-def _selection_args(p: argparse.ArgumentParser, mode_required: bool = True) -> None:
+def _selection_args(p: argparse.ArgumentParser, mode: str | None = "required") -> None:
+    """The selection inputs; `mode`: "required", "optional", or None (no --mode: a census)."""
     p.add_argument("--manifests", required=True, type=Path, help="manifest (compspec-go format)")
-    p.add_argument("--mode", required=mode_required, help=_mode_help())
+    if mode is not None:
+        p.add_argument("--mode", required=mode == "required", help=_mode_help())
     p.add_argument("--mode-file", type=Path, help="YAML file defining more modes")
     p.add_argument("--host", dest="host_file", type=Path, help="host description (JSON/YAML)")
     p.add_argument("--cache", type=Path, help="compspec-go cache directory of artifacts")
     p.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="exclude images whose artifact is missing or invalid (default: stop with an error)",
+        help="exclude images whose artifact is missing or invalid from the candidates "
+        "(default: stop with an error)",
     )
     _launcher_arg(p)
 
@@ -139,13 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("explain", help="every attribute compared, per image, and the verdict")
-    _selection_args(p, mode_required=False)
+    _selection_args(p, mode="optional")
     p.add_argument(
         "--wide", action="store_true", help="full image names (default: tags, to fit 100 columns)"
     )
 
     p = sub.add_parser("predict", help="expected success rate of each mode, before running")
-    _selection_args(p, mode_required=False)
+    _selection_args(p, mode="optional")
     p.add_argument(
         "--protocol",
         choices=["host", "reference"],
@@ -180,19 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "census", help="run every image of a manifest K times: which of my images run here"
     )
-    p.add_argument("--manifests", required=True, type=Path, help="manifest (compspec-go format)")
+    _selection_args(p, mode=None)
     p.add_argument("--outdir", type=Path, required=True, help="where records and logs go")
     p.add_argument("--repeat", type=int, default=1, help="runs of each image (default 1)")
     p.add_argument("--seed", type=int, help="seed of the image order (default: random)")
-    p.add_argument("--mode-file", type=Path, help="YAML file defining more modes")
-    p.add_argument("--host", dest="host_file", type=Path, help="host description (JSON/YAML)")
-    p.add_argument("--cache", type=Path, help="compspec-go cache directory of artifacts")
-    p.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="leave images with a missing or invalid artifact out of the modes' candidate sets",
-    )
-    _launcher_arg(p)
     _matcher_arg(p)
     _launch_args(p)
 

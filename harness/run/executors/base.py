@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -71,3 +72,22 @@ class Executor(Protocol):
 
     def cancel_all(self) -> None:
         """Stop every job in flight (the run is being interrupted)."""
+
+
+class LeftoverSweep:
+    """Once per log directory and run, before its first submission, the jobs a killed harness
+    left there (their journals remain) are cancelled and waited for: `cancel` gets the
+    journals. Held while a sweep waits, so no thread of this run submits into that directory
+    before it ends (a lock of its own, not the executor's)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._swept: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, directory: Path, cancel: Callable[[list[Path]], None]) -> None:
+        directory = directory.resolve()
+        with self._lock:
+            if directory not in self._swept:
+                cancel(sorted(directory.glob(self.pattern)))
+                self._swept.add(directory)

@@ -56,7 +56,7 @@ from harness.files import atomic_write
 from harness.judge.faults import Fault
 from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, bootstrappable, host_library, launcher_plugins
 from harness.run import runtime
-from harness.run.executors.base import Job, JobResult, Option
+from harness.run.executors.base import Job, JobResult, LeftoverSweep, Option
 from harness.select import host as hostmod
 from harness.select.manifest import FLUX_SETTINGS as IMAGE_SETTINGS
 
@@ -309,8 +309,7 @@ class FluxExecutor:
         self._lock = threading.Lock()
         self._live: dict[int, Path] = {}  # job id -> its journal, of the jobs in flight
         self._interrupted = False  # cancel_all() ran (or a run() was interrupted): no new job
-        self._swept: set[Path] = set()
-        self._sweep_lock = threading.Lock()  # held while a sweep waits: not self._lock
+        self._leftovers = LeftoverSweep("*" + JOURNAL_SUFFIX)
         self._rundirs: dict[int, str] = {}  # broker rank -> its rundir
 
     # -- setup -----------------------------------------------------------------------------
@@ -745,15 +744,7 @@ class FluxExecutor:
         return left
 
     def _sweep(self, directory: Path) -> None:
-        """Once per log directory and run, before its first submission: the jobs a killed
-        harness left there (their journals remain) are cancelled and waited for."""
-        directory = directory.resolve()
-        with self._sweep_lock:
-            if directory in self._swept:
-                return
-            # under the lock: no thread of this run submits into it before the sweep ends
-            self._cancel_journaled(sorted(directory.glob("*" + JOURNAL_SUFFIX)), GONE_WAIT_S)
-            self._swept.add(directory)
+        self._leftovers(directory, lambda journals: self._cancel_journaled(journals, GONE_WAIT_S))
 
     def _cancel_journaled(self, journals: list[Path], wait_s: float, strict: bool = True) -> None:
         """Cancel the jobs the journals name (by id, or by name when the harness died before

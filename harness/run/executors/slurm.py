@@ -54,7 +54,7 @@ from harness.errors import HarnessError
 from harness.files import atomic_write
 from harness.judge.faults import Fault
 from harness.run import runtime
-from harness.run.executors.base import Job, JobResult, Option
+from harness.run.executors.base import Job, JobResult, LeftoverSweep, Option
 from harness.select import host as hostmod
 
 TOOLS = ("sbatch", "srun", "scontrol", "scancel", "squeue")
@@ -332,8 +332,7 @@ class SlurmExecutor:
             raise HarnessError("slurm executor: the poll interval must be positive")
         self._lock = threading.Lock()
         self._live: dict[str, str] = {}  # job id -> job name, of the jobs in flight
-        self._swept: set[Path] = set()
-        self._sweep_lock = threading.Lock()  # held while a sweep waits: not self._lock
+        self._leftovers = LeftoverSweep("*" + JOURNAL_SUFFIX)
         self._interrupted = False
         self._runtime: str | None = None
         self._srun: str | None = None
@@ -723,15 +722,7 @@ class SlurmExecutor:
             path.unlink(missing_ok=True)
 
     def _sweep(self, directory: Path) -> None:
-        """Once per log directory and run, before its first submission: the jobs a killed
-        harness left there (their journals remain) are scancelled and waited for."""
-        directory = directory.resolve()
-        with self._sweep_lock:
-            if directory in self._swept:
-                return
-            # under the lock: no thread of this run submits into it before the sweep ends
-            self._cancel_journaled(sorted(directory.glob("*" + JOURNAL_SUFFIX)))
-            self._swept.add(directory)
+        self._leftovers(directory, self._cancel_journaled)
 
     def cancel_all(self) -> None:
         """scancel every job in flight and wait (a little) for them to leave squeue."""
