@@ -685,9 +685,7 @@ def local_sif(image: str) -> Path:
         if not Path(image).is_file():
             raise ArtifactError(f"{image}: no such SIF file")
         return Path(image)
-    pulled = ImageCache().pull(
-        image.removeprefix("oras://") if image.startswith("oras://") else image
-    )
+    pulled = ImageCache().pull(image.removeprefix("oras://"))
     if pulled.path is None:
         raise ArtifactError(pulled.error.strip().splitlines()[-1] if pulled.error else image)
     return pulled.path

@@ -370,21 +370,15 @@ def cmd_explain(args) -> int:
             console.print(f"mode {mode.name}: {allowed} of {len(verdicts)} images are candidates")
         else:
             console.print(matching.why_empty(mode, verdicts))
-    flags = gpu_launch_flags(images, store)
-    for image, added in flags.items():
+    from harness.run.runner import gpu_flags
+    from harness.select.host import gpu_runtime_flags
+
+    for image, added in gpu_flags(images, store, gpu_runtime_flags()).items():
         console.print(
             f"launch adds {' '.join(added)} to {shown(image)} (a GPU image on a GPU host)"
         )
     warn_skipped(store.skipped)
     return 0
-
-
-def gpu_launch_flags(images, store) -> dict[str, list[str]]:
-    """What `run` adds to each image's launch for this machine's GPU (nothing without one)."""
-    from harness.run.runner import gpu_flags
-    from harness.select.host import gpu_runtime_flags
-
-    return gpu_flags(images, store, gpu_runtime_flags())
 
 
 def cmd_predict(args) -> int:

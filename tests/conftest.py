@@ -61,11 +61,15 @@ def lab_missing() -> str | None:
 @pytest.fixture
 def lab() -> None:
     """Skip where the lab is absent, but fail in CI, which sets HARNESS_REQUIRE_LAB=1."""
-    why = lab_missing()
+    require("the lab", lab_missing())
+
+
+def require(what: str, why: str | None) -> None:
+    """Skip with `why` where something is absent, but fail in CI (HARNESS_REQUIRE_LAB=1)."""
     if why is None:
         return
     if os.environ.get("HARNESS_REQUIRE_LAB") == "1":
-        pytest.fail(f"the lab is required here but {why}")
+        pytest.fail(f"{what} is required here but {why}")
     pytest.skip(why)
 
 

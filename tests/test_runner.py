@@ -170,7 +170,7 @@ def test_infrastructure_failures_leave_the_rate_and_are_redone(replay, tmp_path)
     lines = records_path.read_text().splitlines()
     lines[1] = infra.to_json()
     records_path.write_text("\n".join(lines) + "\n")
-    assert runner.todo_iterations(out, "random", 3) == [1]
+    assert runner.todo_iterations(records.of_mode(out, "random"), 3) == [1]
     runner.run(config(setup, out, iters=3))
     again = list(records.read(out))
     assert [r.iteration for r in again] == [0, 1, 2]

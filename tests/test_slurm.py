@@ -9,7 +9,6 @@ where Slurm or the lab is not up, and fail in CI (HARNESS_REQUIRE_LAB=1).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from harness.run.executors.slurm import (
 )
 from harness.select import host as hostmod
 from harness.select import matching
-from tests.conftest import ROOT, cli, lab_missing, spawn
+from tests.conftest import ROOT, cli, lab_missing, require, spawn
 
 LAB_MANIFEST = ROOT / "containers" / "lab" / "manifests.yaml"
 PREFIX = "127.0.0.1/lab/lammps-matrix:"
@@ -161,12 +160,7 @@ def slurm_missing() -> str | None:
 @pytest.fixture(scope="module")
 def slurm() -> None:
     """Skip where Slurm or the lab is absent, but fail in CI (HARNESS_REQUIRE_LAB=1)."""
-    why = slurm_missing()
-    if why is None:
-        return
-    if os.environ.get("HARNESS_REQUIRE_LAB") == "1":
-        pytest.fail(f"Slurm is required here but {why}")
-    pytest.skip(why)
+    require("Slurm", slurm_missing())
 
 
 def read_records(outdir: Path) -> list[dict]:

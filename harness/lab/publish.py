@@ -44,6 +44,7 @@ from harness.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, si
 from harness.errors import HarnessError
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
+from harness.select.artifact_push import upload
 from harness.select.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
 
 COMPSPEC_MEDIA_TYPE = MEDIA_TYPES[0]  # as the reference experiment stored its artifacts
@@ -223,17 +224,9 @@ def publish_image(
     if art_digest not in layer_digests(art_manifest, COMPSPEC_MEDIA_TYPE):
         if verify_only:
             raise PublishError(f"{tag}: the registry's {art_ref} differs from the image's artifact")
-        with tempfile.TemporaryDirectory(prefix="compspec-") as tmp:
-            path = Path(tmp) / "compspec.json"
-            path.write_bytes(data)
-            t0 = time.monotonic()
-            client.push(
-                files=[f"{path}:{COMPSPEC_MEDIA_TYPE}"],
-                target=art_ref,
-                disable_path_validation=True,
-                quiet=True,
-            )
-            row["artifact_push_seconds"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        upload(data, art_ref)
+        row["artifact_push_seconds"] = round(time.monotonic() - t0, 2)
         row["artifact_pushed"] = True
 
     # 3. verification by pulling both back

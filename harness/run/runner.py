@@ -342,11 +342,7 @@ def prepare(cfg: RunConfig) -> Experiment:
     if executor.needs_sif:
         cache.check_registries([v.image.name for v in allowed])
     census_sets = candidate_sets(cfg, images, host, store) if cfg.mode == CENSUS else None
-    previous = (
-        [r for r in records.read(cfg.outdir) if r.mode == cfg.mode]
-        if (records.records_path(cfg.outdir).exists())
-        else []
-    )
+    previous = records.of_mode(cfg.outdir, cfg.mode)
     prepare_outdir(cfg.outdir)  # only now: bad input above leaves nothing behind
     before = previous[0] if previous else None
     # the model that record's image would get now (an image may set its own)
@@ -475,20 +471,19 @@ def _mode_lock(outdir: Path, mode: str) -> Iterator[None]:
         yield
 
 
-def todo_iterations(outdir: Path, mode: str, iters: int) -> list[int]:
-    """Iterations still to run: not recorded, or recorded with a reason outside the success
-    rate (the infrastructure failed: redo it)."""
-    done = {
-        r.iteration for r in records.read(outdir) if r.mode == mode and counts_in_rate(r.reason)
-    }
+def todo_iterations(recorded: list[records.Record], iters: int) -> list[int]:
+    """Iterations still to run, given a mode's records: not recorded, or recorded with a
+    reason outside the success rate (the infrastructure failed: redo it)."""
+    done = {r.iteration for r in recorded if counts_in_rate(r.reason)}
     return [i for i in range(iters) if i not in done]
 
 
 def _iterate(
     cfg: RunConfig, exp: Experiment, on_record: Callable[[records.Record], None] | None
 ) -> Counter:
-    todo = todo_iterations(cfg.outdir, cfg.mode, cfg.iters)
-    redo = {r.iteration for r in records.read(cfg.outdir) if r.mode == cfg.mode}
+    recorded = records.of_mode(cfg.outdir, cfg.mode)
+    todo = todo_iterations(recorded, cfg.iters)
+    redo = {r.iteration for r in recorded}
     counts: Counter = Counter()
 
     def save(rec: records.Record | None) -> None:

@@ -32,9 +32,15 @@ def push(image: str, artifact: Path, target: str | None = None) -> str:
     parse(text.encode(), f"artifact {artifact}")  # a CompatibilitySpec, or one line why not
     ref = target or artifact_reference(image)
     probe_registry(ref)
+    upload(json.dumps(json.loads(text), indent=2).encode() + b"\n", ref)
+    return ref
+
+
+def upload(data: bytes, ref: str) -> None:
+    """Store artifact bytes at `ref` as one layer of compspec-go's media type."""
     with tempfile.TemporaryDirectory(prefix="compspec-") as tmp:
         path = Path(tmp) / "compspec.json"
-        path.write_text(json.dumps(json.loads(text), indent=2) + "\n")
+        path.write_bytes(data)
         try:
             oras_client().push(
                 files=[f"{path}:{MEDIA_TYPE}"],
@@ -44,4 +50,3 @@ def push(image: str, artifact: Path, target: str | None = None) -> str:
         except Exception as exc:  # requests/oras raise many types; the user needs one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HarnessError(f"artifact push to {ref}: {first}") from None
-    return ref
