@@ -933,3 +933,12 @@ def test_slurm_pmix_noise_and_tcp_pairing():
         "Unable to find reachable pairing between local and remote interfaces"
     )
     assert classify(lines(pairing), exit_code=17).reason == "mpi"
+
+
+def test_a_harmless_pairing_warning_does_not_hide_the_cause():
+    """Open MPI 5 prints the TCP pairing line and goes on under mpirun (shared LAB.md): a later
+    real cause decides; a lower-case "error:" line of another tool is not LAMMPS' ERROR."""
+    pairing = "[vm][[1,1],0][btl_tcp_proc.c:266] Unable to find reachable pairing between local and remote interfaces"  # noqa: E501
+    gpu = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)"
+    assert classify(lines(pairing, gpu), exit_code=1).reason == "gpu"
+    assert classify("error: something a wrapper said\n", exit_code=1).reason == "unknown"
