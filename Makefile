@@ -10,7 +10,9 @@ OUT ?= results/demo
 LAUNCHER ?= mpirun
 MODES := random basic platform platform-version descriptive-basic descriptive-mpi
 
-.PHONY: demo test lab venv lint bench clean-demo
+.PHONY: demo test lab venv lint bench clean-demo node-image node-userland
+# The MiniCluster's node image: named once, in minicluster/persistent.yaml.
+NODE_IMAGE = $(shell sed -n 's/^ *image: *\(.*compat-harness-node:.*\)$$/\1/p' minicluster/persistent.yaml)
 
 $(HARNESS): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -45,3 +47,13 @@ lint: venv
 
 bench: venv
 	@for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+# The node image's userland as an Apptainer image, where no Docker engine is (the rehearsal of
+# the in-pod commands, tests/test_node_rehearsal.py; about a minute, then cached).
+node-userland: venv
+	$(VENV)/bin/python -m harness.lab.node
+
+# Build and push the node image minicluster/persistent.yaml runs (needs a Docker engine).
+node-image:
+	docker build -f containers/node/Dockerfile -t $(NODE_IMAGE) .
+	docker push $(NODE_IMAGE)

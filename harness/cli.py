@@ -12,6 +12,10 @@ from pathlib import Path
 from harness.errors import HarnessError, Terminated
 
 DEFAULT_LAUNCHER = os.environ.get("HARNESS_LAUNCHER", "mpirun")
+# A deployment sets the outdir (and the manifest: select/manifest.py) once for every shell, as
+# minicluster/persistent.yaml does, so that `harness run --mode MODE` is the whole command there.
+DEFAULT_OUTDIR = os.environ.get("HARNESS_OUTDIR") or "results"
+DEFAULT_ITERS = 30  # the reference experiment's runs per mode
 
 
 def _launcher_arg(p: argparse.ArgumentParser) -> None:
@@ -36,10 +40,31 @@ def _matcher_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _describing_executors() -> list[str]:
-    """local, and the executors that describe the host as their jobs see it."""
-    from harness.run.executors import executor_class, names
+    """auto, local, and the executors that describe the host as their jobs see it."""
+    from harness.run.executors import AUTO, executor_class, names
 
-    return ["local", *(n for n in names() if hasattr(executor_class(n), "describe_host"))]
+    return [AUTO, "local", *(n for n in names() if hasattr(executor_class(n), "describe_host"))]
+
+
+def _choose_executor(args) -> str | None:
+    """Resolve --executor auto (flux inside a Flux instance, else local); the line that says
+    which, shown once the input is checked (bad input stays one line)."""
+    from harness.run.executors import AUTO, choose
+
+    meant = {name for name, _, _ in _given_options(args)}
+    forced = meant.pop() if args.executor == AUTO and len(meant) == 1 else None
+    if forced not in (None, "flux"):  # e.g. --slurm-partition: that executor is meant
+        args.executor = forced
+    name, line = choose(args.executor, getattr(args, "flux_uri", None))
+    if forced == "flux" and name != "flux":  # Flux is meant: its preflight says why not
+        name, line = "flux", None
+    args.executor = name
+    return f"harness: {line}" if line else None
+
+
+def _say(line: str | None) -> None:
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _mpi_model_arg(p: argparse.ArgumentParser) -> None:
@@ -57,12 +82,26 @@ def _mpi_model_arg(p: argparse.ArgumentParser) -> None:
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
     """How each job is launched: shared by `run` and `census`, executors' own options too."""
-    from harness.run.executors import executor_class, names
+    from harness.run.executors import AUTO, executor_class, names
 
     p.add_argument(
-        "--executor", default="local", choices=names(), help="who runs the jobs (default local)"
+        "--executor",
+        default=AUTO,
+        choices=[AUTO, *names()],
+        help="who runs the jobs; auto (default): flux inside a Flux instance (FLUX_URI, or a "
+        "Flux Operator pod's /mnt/flux view), else local (the MPI launcher here)",
     )
-    p.add_argument("--np", type=int, default=2, help="MPI ranks (default 2)")
+    p.add_argument(
+        "--np",
+        type=int,
+        help="MPI ranks (default 2; the minicluster reference protocol: 4, as the reference ran)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what each iteration would run (image, command or MiniCluster YAML) from the "
+        "picks a real run makes; nothing is pulled, run or written",
+    )
     _mpi_model_arg(p)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per job (default 300)")
     p.add_argument("--sif-cache", type=Path, help="where pulled SIF images are kept")
@@ -97,6 +136,15 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
                 g.add_argument(o.flag, help=o.help, default=None, **o.kwargs)
 
 
+def _outdir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--outdir",
+        type=Path,
+        default=Path(DEFAULT_OUTDIR),
+        help="where records and logs go (default: $HARNESS_OUTDIR, else results)",
+    )
+
+
 def _mode_help() -> str:
     from harness.select import modes
 
@@ -106,7 +154,14 @@ def _mode_help() -> str:
 
 def _selection_args(p: argparse.ArgumentParser, mode: str | None = "required") -> None:
     """The selection inputs; `mode`: "required", "optional", or None (no --mode: a census)."""
-    p.add_argument("--manifests", required=True, type=Path, help="manifest (compspec-go format)")
+    from harness.select.manifest import default_path
+
+    p.add_argument(
+        "--manifests",
+        type=Path,
+        default=default_path(),
+        help="manifest (compspec-go format; default: $HARNESS_MANIFESTS, else manifests.yaml)",
+    )
     if mode is not None:
         p.add_argument("--mode", required=mode == "required", help=_mode_help())
     p.add_argument("--mode-file", type=Path, help="YAML file defining more modes")
@@ -121,8 +176,18 @@ def _selection_args(p: argparse.ArgumentParser, mode: str | None = "required") -
     _launcher_arg(p)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("compat-harness")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"harness {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("host", help="describe this machine in compspec attribute keys")
@@ -130,10 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     _launcher_arg(p)
     p.add_argument(
         "--executor",
-        default="local",
+        default="auto",
         choices=_describing_executors(),
         help="describe the host as this executor's jobs see it (flux, slurm: the MPI "
-        "implementations their PMI can start, harness/data/pmi.yaml)",
+        "implementations their PMI can start, harness/data/pmi.yaml); auto (default): flux "
+        "inside a Flux instance, else local",
     )
 
     p = sub.add_parser("candidates", help="images a mode allows for a host")
@@ -170,8 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run N iterations of a mode and record each outcome")
     _selection_args(p)
     _matcher_arg(p)
-    p.add_argument("--iters", type=int, required=True, help="iterations of the mode to run")
-    p.add_argument("--outdir", type=Path, required=True, help="where records and logs go")
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=DEFAULT_ITERS,
+        help=f"iterations of the mode to run (default {DEFAULT_ITERS})",
+    )
+    _outdir_arg(p)
     p.add_argument("--seed", type=int, help="seed of the picks (default: random, recorded)")
     _launch_args(p)
     p.add_argument(
@@ -184,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "census", help="run every image of a manifest K times: which of my images run here"
     )
     _selection_args(p, mode=None)
-    p.add_argument("--outdir", type=Path, required=True, help="where records and logs go")
+    _outdir_arg(p)
     p.add_argument("--repeat", type=int, default=1, help="runs of each image (default 1)")
     p.add_argument("--seed", type=int, help="seed of the image order (default: random)")
     _matcher_arg(p)
@@ -270,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_host(args) -> int:
     from harness.select import host
 
+    chosen = _choose_executor(args)
     desc = host.detect(args.launcher)
     if args.executor == "local" and host.MPI_IMPL not in desc:
         print(
@@ -281,6 +353,7 @@ def cmd_host(args) -> int:
         from harness.run.executors import executor_class
 
         desc = executor_class(args.executor)().describe_host(desc)
+    _say(chosen)
     if args.json:
         print(host.to_json(desc))
     else:
@@ -439,21 +512,44 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def executor_options(args) -> dict:
-    """The chosen executor's own settings from the command line (its OPTIONS); an option of
-    another executor is an error."""
+def _given_options(args) -> list[tuple[str, object, object]]:
+    """(executor, option, value) of every executor option given on the command line."""
     from harness.run.executors import executor_class, names
 
+    return [
+        (name, o, getattr(args, o.dest))
+        for name in names()
+        for o in executor_class(name).OPTIONS
+        if getattr(args, o.dest, None) is not None
+    ]
+
+
+def executor_options(args) -> dict:
+    """The chosen executor's own settings from the command line (its OPTIONS); an option of
+    another executor is an error. With --executor auto, the options of one executor are fine:
+    they name the executor meant (`_choose_executor`)."""
+    from harness.run.executors import AUTO
+
+    given = _given_options(args)
+    meant = {name for name, _, _ in given}
+    chosen = meant.pop() if args.executor == AUTO and len(meant) == 1 else args.executor
     mine = {}
-    for name in names():
-        for o in executor_class(name).OPTIONS:
-            value = getattr(args, o.dest)
-            if value is None:
-                continue
-            if name != args.executor:
-                raise HarnessError(f"{o.flag} applies to --executor {name} only")
-            mine[o.field] = value
+    for name, o, value in given:
+        if name != chosen:
+            raise HarnessError(f"{o.flag} applies to --executor {name} only")
+        mine[o.field] = value
     return mine
+
+
+def _ranks(args) -> int:
+    """--np, else the default of the executor's protocol (the reference ran 4 tasks)."""
+    if args.np is not None:
+        return args.np
+    if args.executor == "minicluster" and args.protocol == "reference":
+        from harness.run.executors.minicluster import REFERENCE_TASKS
+
+        return REFERENCE_TASKS
+    return 2
 
 
 def _run_config(args, mode: str, iters: int):
@@ -467,7 +563,7 @@ def _run_config(args, mode: str, iters: int):
         seed=args.seed,
         executor=args.executor,
         launcher=args.launcher,
-        np=args.np,
+        np=_ranks(args),
         mpi_model=args.mpi_model,
         timeout_s=args.timeout,
         host_file=args.host_file,
@@ -487,7 +583,10 @@ def _run_config(args, mode: str, iters: int):
 def cmd_run(args) -> int:
     from harness.run import runner
 
+    chosen = _choose_executor(args)
     cfg = _run_config(args, args.mode, args.iters)
+    if args.dry_run:
+        return _preview(runner.prepare(cfg, dry_run=True), chosen)
     if args.detach:
         if args.executor != "flux":
             raise HarnessError("--detach needs --executor flux (the harness runs as a Flux job)")
@@ -501,19 +600,35 @@ def cmd_run(args) -> int:
             f"{args.outdir}\n{jobid}"
         )
         return 0
-    _execute(runner.prepare(cfg))
+    _execute(runner.prepare(cfg), chosen)
     return 0
 
 
 def cmd_census(args) -> int:
     from harness.run import runner
 
+    chosen = _choose_executor(args)
     cfg = runner.census_config(_run_config(args, runner.CENSUS, 1))
-    _execute(runner.prepare(cfg))
+    if args.dry_run:
+        return _preview(runner.prepare(cfg, dry_run=True), chosen)
+    _execute(runner.prepare(cfg), chosen)
     return 0
 
 
-def _execute(exp) -> None:
+def _preview(exp, chosen: str | None) -> int:
+    """A dry run's output: per iteration a comment naming it, then what it would run (a shell
+    command line, or a YAML document for a MiniCluster)."""
+    from harness.run import runner
+
+    _say(chosen)
+    warn_skipped(exp.skipped)
+    for text in runner.preview(exp):
+        head, body = text.split("\n", 1)
+        print(f"# {head}\n{body}", flush=True)
+    return 0
+
+
+def _execute(exp, chosen: str | None = None) -> None:
     """Run a prepared experiment (every input already checked: nothing is drawn before an
     argument error) with a progress bar over all of its mode's iterations, the recorded ones
     included; one line per iteration when stdout is not a terminal."""
@@ -525,6 +640,7 @@ def _execute(exp) -> None:
     from harness.judge.reasons import counts_in_rate
     from harness.run import runner
 
+    _say(chosen)
     warn_skipped(exp.skipped)
     cfg = exp.cfg
     counts: Counter = Counter()

@@ -77,6 +77,7 @@ class Record:
     fault: dict | None = None  # the executor's typed fault ({kind, detail}) when there was one
     steps: dict[str, float] = field(default_factory=dict)  # seconds per named step
     stage: str | None = None  # the step where the iteration failed (None: it succeeded)
+    executor_version: str | None = None  # e.g. "flux-core 0.55.0", "slurm 22.05.8"
     schema: str = SCHEMA
 
     def to_json(self) -> str:

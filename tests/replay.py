@@ -38,6 +38,7 @@ class ReplayExecutor:
     )  # SIF file name -> {stdout, stderr, exit_code, delay_s}
     launcher: str = "mpirun"
     name: str = "replay"
+    version: str | None = None
     needs_sif: bool = True
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
 

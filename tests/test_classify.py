@@ -683,7 +683,7 @@ FAULT_CASES = {
 
 
 def test_fault_cases_cover_every_kind():
-    assert set(FAULT_CASES) | {"dry-run"} == set(KINDS)
+    assert set(FAULT_CASES) == set(KINDS)
 
 
 @pytest.mark.parametrize(
@@ -696,11 +696,6 @@ def test_faults_decide(kind, detail, reason, evidence):
         c = classify(text, exit_code=0, ranks=4, fault=Fault(kind, detail))
         assert c == Classification(reason, evidence, source="harness")
     assert reasons.counts_in_rate(reason) == (reason != "infra")
-
-
-def test_dry_run_fault_has_nothing_to_classify():
-    with pytest.raises(ValueError, match="nothing to classify"):
-        classify("", fault=Fault("dry-run", "/tmp/x.minicluster.yaml"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -542,9 +543,11 @@ def test_descriptive_mpi_under_flux_runs_every_pick(flux_instance, lab, tmp_path
 
 
 @pytest.mark.lab
-def test_bullseye_pmi_failure_is_the_missing_libjansson(flux_instance, lab, tmp_path):
+def test_bullseye_pmi_failure_is_the_loaders_refusal(flux_instance, lab, tmp_path):
     """Cause, not symptom: bullseye's Open MPI fails in PMI_Init because Flux's libpmi.so, bound
-    into it, needs libjansson.so.4, which bullseye lacks; the loader's line is the evidence."""
+    into it, cannot load there; the image's loader's line is the evidence. Which line depends on
+    the flux-core build: 0.88 here needs libjansson.so.4, which bullseye lacks; 0.55 here links
+    a libflux-taskmap that needs GLIBC_2.33 (bullseye has 2.31)."""
     import yaml
 
     entries = yaml.safe_load(LAB_MANIFEST.read_text())["images"]
@@ -559,7 +562,8 @@ def test_bullseye_pmi_failure_is_the_missing_libjansson(flux_instance, lab, tmp_
     assert proc.returncode == 0, proc.stderr
     (rec,) = _lab_records(outdir)
     assert rec["reason"] == "os-abi", (rec["evidence"], rec["note"])
-    assert "libjansson.so.4 => not found" in rec["evidence"]
+    assert re.search(r"=> not found|version .GLIBC_[\d.]+. not found", rec["evidence"])
+    assert re.search(r"libpmi|libflux-|libjansson", rec["evidence"]), rec["evidence"]
     assert "PMI_Init" in rec["note"] and "Operation failed" in rec["note"]  # the symptom
     assert rec["note"].startswith("symptom (mpi): ")
     assert not any("{{" in a for a in rec["argv"])

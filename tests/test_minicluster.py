@@ -27,6 +27,7 @@ import json
 import re
 import shlex
 import socket
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,7 +36,6 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.judge.classify import classify
-from harness.judge.faults import Fault
 from harness.run.executors.base import Job
 from harness.run.executors.minicluster import (
     MiniClusterExecutor,
@@ -51,7 +51,6 @@ jsonschema = pytest.importorskip("jsonschema")
 
 MC_DIR = ROOT / "minicluster"
 PERSISTENT = MC_DIR / "persistent.yaml"
-RESULTS_PVC = MC_DIR / "results-pvc.yaml"
 OPERATOR = MC_DIR / "operator" / "kustomization.yaml"
 DOCS = ROOT / "docs" / "minicluster.md"
 README = ROOT / "README.md"
@@ -105,8 +104,18 @@ def errors(doc: dict, variant: str, make_strict: bool = True) -> list[str]:
     ]
 
 
+def documents(text: str | None = None) -> list[dict]:
+    """Every document of minicluster/persistent.yaml, in the order kubectl applies them."""
+    return [d for d in yaml.safe_load_all(PERSISTENT.read_text() if text is None else text) if d]
+
+
+def of_kind(kind: str, docs: list[dict] | None = None) -> dict:
+    (doc,) = [d for d in (documents() if docs is None else docs) if d.get("kind") == kind]
+    return doc
+
+
 def persistent() -> dict:
-    return yaml.safe_load(PERSISTENT.read_text())
+    return of_kind("MiniCluster")
 
 
 # --- what the operator renders, from its source --------------------------------------------------
@@ -219,16 +228,23 @@ def test_volumes_are_where_the_operator_mounts_them():
     for key in ("XDG_CACHE_HOME", "APPTAINER_CACHEDIR", "APPTAINER_TMPDIR"):
         assert under(env[key], mounts["scratch"]), (key, env[key])
         assert env[key] in container["commands"]["pre"].split()  # created before use
-    # the SIF cache the docs use is there too, and created by the pre-command
-    caches = set(re.findall(r"--sif-cache\s+(\S+)", docs_text()))
-    assert caches == {"/dev/shm/compat-harness/sif"}, caches
-    assert all(under(c, mounts["scratch"]) for c in caches)
-    assert all(c in container["commands"]["pre"].split() for c in caches)
-    # the runs' outdir is on the results volume, the claim of minicluster/results-pvc.yaml
+    # the SIF cache (the harness's default, under XDG_CACHE_HOME) is there too
+    from harness.select.artifacts import user_cache
+
+    os_env = {"XDG_CACHE_HOME": env["XDG_CACHE_HOME"]}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in os_env.items():
+            mp.setenv(k, v)
+        assert under(str(user_cache("sif")), mounts["scratch"])
+    assert "--sif-cache" not in docs_text()  # the default is the right place
+    # the runs go to the shared volume by default (HARNESS_OUTDIR)
+    assert under(env["HARNESS_OUTDIR"], mounts["results"])
+    # the runs' outdir is on the results volume, the claim defined in the same file
     outdirs = set(re.findall(r"--outdir\s+(/\S+)", docs_text()))
     assert outdirs and all(under(o, mounts["results"]) for o in outdirs), outdirs
-    assert container["workingDir"] == mounts["results"]
-    pvc = yaml.safe_load(RESULTS_PVC.read_text())
+    # the working directory is pod-local: the operator's scripts write into it
+    assert not any(under(container["workingDir"], m) for m in mounts.values())
+    pvc = of_kind("PersistentVolumeClaim")
     assert container["volumes"]["results"]["claimName"] == pvc["metadata"]["name"]
     assert pvc["metadata"]["namespace"] == doc["metadata"]["namespace"]
     # every pod mounts it (one per node): ReadWriteMany
@@ -281,19 +297,124 @@ def test_bound_trees_hold_the_views_library_targets(anchors):
     assert all(any(under(t, d) for d in dirs) for t in targets), targets
 
 
-def test_node_image_is_pulled_again_and_named_by_the_docs():
+PLACEHOLDER = re.compile(
+    r"\b(REGISTRY|TAG|CHANGEME|TODO|FIXME|PROJECT)\b|<[^<>\s]+>|example\.(com|org)"
+)
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def apply_problems(docs: list[dict]) -> list[str]:
+    """What stops `kubectl apply -f minicluster/persistent.yaml` from working as typed: a
+    placeholder left in any value, or a claim the MiniCluster mounts that the file does not
+    create (before the MiniCluster, in the order kubectl applies it)."""
+    problems = [f"placeholder {s!r}" for d in docs for s in _strings(d) if PLACEHOLDER.search(s)]
+    created: set[str] = set()
+    for doc in docs:
+        if doc.get("kind") == "PersistentVolumeClaim":
+            created.add(doc["metadata"]["name"])
+        for c in (doc.get("spec") or {}).get("containers") or []:
+            for name, v in (c.get("volumes") or {}).items():
+                if v.get("claimName") and v["claimName"] not in created:
+                    problems.append(f"volume {name}: claim {v['claimName']} is not created first")
+    return problems
+
+
+def test_apply_as_typed():
+    docs = documents()
+    assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "MiniCluster"]
+    assert apply_problems(docs) == []
+
+
+def test_apply_check_fails_on_a_placeholder_or_a_missing_claim():
+    text = PERSISTENT.read_text()
+    (container,) = persistent()["spec"]["containers"]
+    spoiled = text.replace(container["image"], "REGISTRY/compat-harness-node:TAG")
+    assert any("placeholder" in p for p in apply_problems(documents(spoiled)))
+    claimless = [d for d in documents() if d["kind"] != "PersistentVolumeClaim"]
+    assert any("is not created" in p for p in apply_problems(claimless))
+
+
+def k8s_model_errors(data, type_name: str, path: str = "") -> list[str]:
+    """`data` against the Kubernetes client's generated model of `type_name` (the core API's
+    OpenAPI types): every key known, every value of its type."""
+    from kubernetes import client
+
+    if type_name.lower().startswith("list["):  # list[X] or List[X], by client version
+        if not isinstance(data, list):
+            return [f"{path}: not a list"]
+        inner = type_name[5:-1]
+        return [e for i, v in enumerate(data) for e in k8s_model_errors(v, inner, f"{path}[{i}]")]
+    if type_name.lower().startswith(("dict(", "dict[")):
+        inner = type_name[5:-1].split(", ", 1)[1]
+        if not isinstance(data, dict):
+            return [f"{path}: not a mapping"]
+        return [e for k, v in data.items() for e in k8s_model_errors(v, inner, f"{path}.{k}")]
+    simple = {"str": str, "int": int, "bool": bool, "object": object, "datetime": str}
+    if type_name in simple:
+        ok = isinstance(data, simple[type_name]) and not (
+            type_name == "int" and isinstance(data, bool)
+        )
+        return [] if ok else [f"{path}: not {type_name}"]
+    model = getattr(client.models, type_name)
+    if not isinstance(data, dict):
+        return [f"{path}: not an object ({type_name})"]
+    by_json = {v: k for k, v in model.attribute_map.items()}
+    errors = []
+    for key, value in data.items():
+        if key not in by_json:
+            errors.append(f"{path}.{key}: unknown field of {type_name}")
+            continue
+        errors += k8s_model_errors(value, model.openapi_types[by_json[key]], f"{path}.{key}")
+    return errors
+
+
+def test_results_claim_is_a_valid_persistent_volume_claim():
+    pytest.importorskip("kubernetes")
+    pvc = of_kind("PersistentVolumeClaim")
+    assert k8s_model_errors(pvc, "V1PersistentVolumeClaim") == []
+    # what the API server requires of a claim (ValidatePersistentVolumeClaimSpec)
+    assert pvc["apiVersion"] == "v1" and pvc["metadata"]["name"]
+    assert pvc["spec"]["accessModes"] and pvc["spec"]["resources"]["requests"]["storage"]
+    spoiled = copy.deepcopy(pvc)
+    spoiled["spec"]["acessModes"] = spoiled["spec"].pop("accessModes")
+    assert k8s_model_errors(spoiled, "V1PersistentVolumeClaim")
+    # every pod mounts it (one per node): ReadWriteMany, in the MiniCluster's namespace
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["storageClassName"] == "standard-rwx"
+    assert pvc["metadata"]["namespace"] == persistent()["metadata"]["namespace"]
+
+
+def test_node_image_is_named_once_and_built_under_that_name():
     (container,) = persistent()["spec"]["containers"]
     assert container["pullAlways"] is True
-    placeholder = container["image"]
-    assert placeholder == "REGISTRY/compat-harness-node:TAG"
+    image = container["image"]
+    # the tag is the package's version: a release names its own node image
+    from importlib.metadata import version
+
+    assert image.rsplit(":", 1)[1] == version("compat-harness")
+    # `make node-image` builds and pushes exactly that name, read from the file
+    proc = subprocess.run(
+        ["make", "-n", "node-image"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert f"docker build -f containers/node/Dockerfile -t {image} ." in proc.stdout
+    assert f"docker push {image}" in proc.stdout
+    # the docs build with that target and apply the file as it is; no copy names the image
     docs = docs_text()
-    # the docs replace that exact placeholder with a freshly tagged, pushed image
-    assert f'sed "s#{placeholder}#$IMAGE#" minicluster/persistent.yaml > minicluster.yaml' in docs
-    assert "TAG=$(git rev-parse --short HEAD)-$(date" in docs
-    assert "docker push $IMAGE" in docs
-    # pushing to Artifact Registry needs docker's credential helper for that host
-    hosts = set(re.findall(r"IMAGE=([a-z0-9-]+-docker\.pkg\.dev)/", docs))
-    assert hosts and all(f"gcloud auth configure-docker {h}" in docs for h in hosts)
+    assert "make node-image" in docs and "kubectl apply -f minicluster/persistent.yaml" in docs
+    for path in (DOCS, README, ROOT / "Makefile", ROOT / "containers/node/Dockerfile"):
+        text = path.read_text().replace(image, "")
+        assert not re.search(r"compat-harness-node:\w", text), path
 
 
 def test_operator_install_is_pinned():
@@ -406,16 +527,11 @@ def test_the_runner_tells_the_job_its_mode(replay, tmp_path):
 
 
 @pytest.mark.parametrize("variant", CRDS)
-def test_dry_run_writes_valid_minicluster(tmp_path, variant):
-    pytest.importorskip("kubernetes")
-    ex = MiniClusterExecutor(dry_run=True, crd=variant, size=2)
-    ex.preflight()  # a dry run needs no cluster
+def test_preview_is_a_valid_minicluster(tmp_path, variant):
+    ex = MiniClusterExecutor(crd=variant, size=2)  # a preview needs no cluster
     job = _job(tmp_path, "127.0.0.1/lab/lammps-matrix:openmpi-debian-12-amd64")
-    result = ex.run(job)
-    written = job.stdout.with_suffix(".minicluster.yaml")
-    assert result.fault == Fault("dry-run", str(written)) and result.events == []
-    assert result.exit_code is None
-    doc = yaml.safe_load(written.read_text())
+    (doc,) = yaml.safe_load_all(ex.preview(job))
+    assert not job.stdout.exists()
     assert errors(doc, variant) == []
     (container,) = doc["spec"]["containers"]
     assert container["image"].endswith(":openmpi-debian-12-amd64")
@@ -1047,7 +1163,9 @@ def harness_commands(text: str) -> list[list[str]]:
     found = []
     for line in shell_commands(text):
         if line.startswith("harness "):
-            words = shlex.split(line.replace("$mode", "basic"))
+            words = shlex.split(line.replace("$mode", "basic"), comments=True)
+            if ">" in words:  # output redirected: not the command's own words
+                words = words[: words.index(">")]
             found.append(words[1:])
     return found
 
@@ -1067,15 +1185,17 @@ def test_the_docs_have_the_commands_a_user_needs():
     for sub in ("prepull", "run", "status", "report"):
         assert sub in subs, sub
     runs = [c for c in commands if c[0] == "run"]
-    flux = [c for c in runs if "flux" in c]
+    assert ["run", "--mode", "descriptive-basic"] in runs  # the design card, as typed
+    detached = [c for c in runs if "--detach" in c]
     mc = [c for c in runs if "minicluster" in c]
-    assert flux and mc
-    for c in flux:  # the reference's shape, its MPI, and a queue that may wait
+    assert detached and mc
+    for c in detached:  # the reference's shape, its MPI, and a queue that may wait
         assert {"--np", "4", "--nodes", "2", "--mpi-model", "hybrid"} <= set(c)
         assert c[c.index("--start-timeout") + 1] == "0"
-    for c in mc:
+        assert "--executor" not in c  # inside the instance: Flux by itself
+    for c in mc:  # the reference protocol brings its own size and tasks
         assert c[c.index("--protocol") + 1] == "reference"
-        assert c[c.index("--size") + 1] == "2" and c[c.index("--np") + 1] == "4"
+        assert "--size" not in c and "--np" not in c
 
 
 @pytest.mark.parametrize("source", DOC_SOURCES)
@@ -1086,6 +1206,9 @@ def test_documented_harness_commands_parse(source):
     assert commands, source
     parser = harness_cli.build_parser()
     for argv in commands:
+        if argv[0] == "--version":
+            assert cli("--version").returncode == 0
+            continue
         if argv[0] == "prepull":  # parses its own arguments
             known = re.findall(r"--[a-z-]+", cli("prepull", "--help").stdout)
             assert set(re.findall(r"--[a-z-]+", " ".join(argv))) <= set(known), argv
@@ -1110,14 +1233,13 @@ def test_documented_minicluster_dry_run_runs(tmp_path, anchors):
         # the artifacts from the reference's cache: no registry is reachable here
         proc = cli(*argv, "--cache", str(anchors / "compspec-cache"))
         assert proc.returncode == 0, proc.stderr
-        mode = argv[argv.index("--mode") + 1]
-        rendered = sorted((out / "logs" / mode).glob("*.minicluster.yaml"))
+        assert not out.exists()  # a dry run writes nothing
+        rendered = list(yaml.safe_load_all(proc.stdout))
         assert len(rendered) == int(argv[argv.index("--iters") + 1])
-        for path in rendered:
-            doc = yaml.safe_load(path.read_text())
+        for doc in rendered:
             for variant in CRDS:
                 spec = copy.deepcopy(doc)
                 if variant == "0.2.1":
                     spec["spec"].pop("backoffLimit", None)
-                assert errors(spec, variant) == [], path
+                assert errors(spec, variant) == [], doc["metadata"]["name"]
             assert doc["spec"]["size"] == 2 and doc["spec"]["tasks"] == 4

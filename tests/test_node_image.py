@@ -49,7 +49,8 @@ def test_every_base_image_is_pinned():
 def _persistent_container() -> dict:
     import yaml
 
-    doc = yaml.safe_load((ROOT / "minicluster" / "persistent.yaml").read_text())
+    docs = yaml.safe_load_all((ROOT / "minicluster" / "persistent.yaml").read_text())
+    (doc,) = [d for d in docs if d and d["kind"] == "MiniCluster"]
     (container,) = doc["spec"]["containers"]
     return container
 
@@ -68,10 +69,14 @@ def test_caches_are_left_to_the_minicluster():
 def test_image_layout_is_what_the_minicluster_and_docs_use():
     text = DOCKERFILE.read_text()
     workdirs = re.findall(r"^WORKDIR\s+(\S+)", text, flags=re.MULTILINE)
-    assert workdirs[-1] == _persistent_container()["workingDir"] == "/results"
+    workdir = _persistent_container()["workingDir"]
+    assert workdirs[-1] == workdir and f"mkdir -p /results {workdir}" in text
     # the repository (and its manifests.yaml, which the docs name in every pod) is in the image
     assert "WORKDIR /src/compat-harness\nCOPY . ." in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "manifests.yaml" not in ignored
-    # the harness on PATH for `kubectl exec` shells
+    # the harness on PATH for `kubectl exec` shells, and the Flux view found by every shell
     assert re.search(r"^ENV PATH=/opt/harness/bin:", text, flags=re.MULTILINE)
+    profile = "/etc/profile.d/compat-harness-flux.sh"
+    assert f"COPY containers/node/flux-view-profile.sh {profile}" in text
+    assert f"echo '. {profile}' >> /etc/bash.bashrc" in text

@@ -22,7 +22,7 @@ How it decides, in this order:
    "harness"): ``pull`` -> the pull's detail is classified by the signature rules (Apptainer
    refuses a foreign-architecture image while pulling: ``arch``), else ``pull`` with the
    detail's last non-empty line; registry-unreachable, start-timeout, lost-instance,
-   cancelled -> ``infra`` with the detail as evidence; dry-run -> ValueError (nothing ran).
+   cancelled -> ``infra`` with the detail as evidence.
 1. **LAMMPS's own completion evidence** in the application's lines -- a "Total wall time:"
    line and a "Loop time of ... on P procs" line -- with exit code 0 or unknown and no
    timeout: ``success`` when P equals the ranks asked for (or ranks are unknown), else
@@ -259,8 +259,6 @@ def _one_line(text: str) -> str:
 
 def _from_fault(fault: Fault) -> Classification:
     rule = _reasons.fault_rule(fault.kind)
-    if rule is None:
-        raise ValueError(f"nothing to classify: a {fault.kind} fault ({fault.detail})")
     detail = fault.detail or ""
     if rule.detail == "signatures":
         sig = _signatures(detail, None).best(APPLICATION)

@@ -16,7 +16,6 @@ KINDS = {
     "start-timeout": "the job did not start in time (queue, held, resources) and was cancelled",
     "lost-instance": "the scheduler instance was lost while the job was followed",
     "cancelled": "the job was cancelled by someone other than this harness",
-    "dry-run": "nothing ran: the rendered job is the output",
 }
 
 

@@ -9,7 +9,7 @@ toward a success rate) and predict.  Adding a reason is a change to reasons.yaml
     all_reasons()            -> the Reason of every name, in order
     counts_in_rate(name)     does a run with this reason count toward a mode's success rate?
     RULES, NEEDLES, NOISE    the compiled signature rules, their needles, the noise pattern
-    fault_rule(kind)         -> FaultRule(kind, reason, detail) or None (nothing to classify)
+    fault_rule(kind)         -> FaultRule(kind, reason, detail)
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class _Catalogue:
     reasons: tuple[Reason, ...]
     rules: tuple[Rule, ...]
     noise: re.Pattern[str]
-    faults: dict[str, FaultRule | None]
+    faults: dict[str, FaultRule]
 
 
 def _fail(msg: str) -> HarnessError:
@@ -178,16 +178,13 @@ def _parse_noise(items: object) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
 
-def _parse_faults(items: object, known: set[str]) -> dict[str, FaultRule | None]:
+def _parse_faults(items: object, known: set[str]) -> dict[str, FaultRule]:
     if not isinstance(items, dict):
-        raise _fail("'faults' must be a mapping of fault kind -> {reason, detail} or null")
-    out: dict[str, FaultRule | None] = {}
+        raise _fail("'faults' must be a mapping of fault kind -> {reason, detail}")
+    out: dict[str, FaultRule] = {}
     for kind, body in items.items():
         if kind not in KINDS:
             raise _fail(f"faults: unknown fault kind {kind!r} (known: {', '.join(KINDS)})")
-        if body is None:
-            out[kind] = None
-            continue
         if not isinstance(body, dict) or body.get("reason") not in known:
             raise _fail(f"faults: {kind} needs a known 'reason'")
         detail = body.get("detail", "evidence")
@@ -254,8 +251,8 @@ def noise() -> re.Pattern[str]:
     return catalogue().noise
 
 
-def fault_rule(kind: str) -> FaultRule | None:
-    """What a fault of `kind` means; None for a kind with nothing to classify (dry-run)."""
+def fault_rule(kind: str) -> FaultRule:
+    """What a fault of `kind` means."""
     return catalogue().faults[kind]
 
 

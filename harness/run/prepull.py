@@ -81,7 +81,7 @@ def prepull(
     timeout_s: float = 3600.0,
 ) -> list[PullResult]:
     """Submit the pull jobs (one per up broker rank, or one) and collect what each pulled."""
-    from harness.run.executors.flux import bindings, connect
+    from harness.run.executors.flux import bindings, connect, jobspec_for
 
     bindings()  # a HarnessError saying how to install them when they are missing
     import flux
@@ -105,10 +105,9 @@ def prepull(
         env = dict(os.environ)
         if rank is not None:
             env["HARNESS_PREPULL_RANK"] = str(rank)
-        js = flux.job.JobspecV1.from_command(
+        js = jobspec_for(
             _worker_command(manifest_path, cache),
             num_tasks=1,
-            cores_per_task=1,
             duration=timeout_s,
             environment=env,
             cwd=os.getcwd(),
@@ -188,7 +187,11 @@ def format_report(results: list[PullResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="harness prepull")
     p.add_argument(
-        "--manifests", dest="manifest", type=Path, required=True, help="the images to pull"
+        "--manifests",
+        dest="manifest",
+        type=Path,
+        default=manifest.default_path(),
+        help="the images to pull (default: $HARNESS_MANIFESTS, else manifests.yaml)",
     )
     p.add_argument("--sif-cache", type=Path, help="where the SIF images go on each node")
     p.add_argument("--worker", action="store_true", help="pull here (what each Flux job runs)")

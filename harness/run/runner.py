@@ -179,8 +179,39 @@ class Experiment:
             return self.images.pull(name)
         return Pulled(Path(name), None, 0.0, True)  # the executor's nodes pull it themselves
 
-    def iteration(self, i: int) -> records.Record | None:
-        """One iteration, through its steps; None when nothing ran (a dry run)."""
+    def job_for(self, image: manifest.Image, sif: Path, stdout: Path, stderr: Path) -> Job:
+        """The job that runs `image` (pulled to `sif`) under this experiment's settings."""
+        cfg = self.cfg
+        return Job(
+            sif,
+            image.command,
+            cfg.np,
+            image.workdir,
+            image.mpi_model or cfg.mpi_model,
+            cfg.timeout_s,
+            stdout,
+            stderr,
+            image=image.name,
+            flux=image.flux,
+            runtime_options=(
+                *image.runtime_options,
+                *cfg.runtime_options,
+                *self.gpu_flags.get(image.name, ()),
+            ),
+            launcher_options=(*image.launcher_options, *cfg.launcher_options),
+            mode=cfg.mode,
+        )
+
+    def preview(self, i: int) -> str:
+        """What iteration i would run (a dry run): its image and the executor's job, with the
+        image named as it would be pulled. Nothing is pulled, run or written."""
+        image = self.choose(i).image
+        stdout, stderr = attempt_paths(self.cfg.outdir, self.cfg.mode, i, create=False)
+        job = self.job_for(image, Path(image.name), stdout, stderr)
+        return f"{self.cfg.mode} {i}: {image.name}\n{self.executor.preview(job)}"
+
+    def iteration(self, i: int) -> records.Record:
+        """One iteration, through its steps."""
         cfg = self.cfg
         wrapper_start = time.perf_counter()
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -199,31 +230,11 @@ class Experiment:
             fault = Fault("registry-unreachable" if pulled.unreachable else "pull", pulled.error)
             stage = "acquire"
         else:
-            job = Job(
-                pulled.path,
-                image.command,
-                cfg.np,
-                image.workdir,
-                model,
-                cfg.timeout_s,
-                stdout,
-                stderr,
-                image=image.name,
-                flux=image.flux,
-                runtime_options=(
-                    *image.runtime_options,
-                    *cfg.runtime_options,
-                    *self.gpu_flags.get(image.name, ()),
-                ),
-                launcher_options=(*image.launcher_options, *cfg.launcher_options),
-                mode=cfg.mode,
-            )
+            job = self.job_for(image, pulled.path, stdout, stderr)
             result = step("launch", lambda: self.executor.run(job))
             check_space(stdout.parent)
             fault = result.fault
             stage = "launch"
-            if fault is not None and fault.kind == "dry-run":
-                return None
         out = stdout.read_text(errors="replace")
         text = out + "\n" + stderr.read_text(errors="replace")
         verdict = step(
@@ -250,6 +261,7 @@ class Experiment:
             image_digest=pulled.digest,
             matcher=cfg.matcher,
             executor=self.executor.name,
+            executor_version=self.executor.version,
             launcher=self.executor.launcher,
             mpi_model=model,
             np=cfg.np,
@@ -291,11 +303,12 @@ def cause_of(verdict, result: JobResult, sif: Path):
     return replace(verdict, reason="os-abi", evidence=line, note=symptom, source="application")
 
 
-def attempt_paths(outdir: Path, mode: str, i: int) -> tuple[Path, Path]:
+def attempt_paths(outdir: Path, mode: str, i: int, create: bool = True) -> tuple[Path, Path]:
     """Fresh stdout/stderr paths for one attempt of an iteration: a job left behind by an
     earlier attempt can never write into the logs a record points to."""
     logs = outdir / "logs" / mode
-    logs.mkdir(parents=True, exist_ok=True)
+    if create:
+        logs.mkdir(parents=True, exist_ok=True)
     stem = f"iter-{i:04d}.{uuid.uuid4().hex[:8]}"
     return logs / f"{stem}.out", logs / f"{stem}.err"
 
@@ -325,25 +338,28 @@ def check_options(cfg: RunConfig) -> None:
         raise HarnessError(f"mode name {cfg.mode!r}: use letters, digits, '.', '_' and '-'")
 
 
-def prepare(cfg: RunConfig) -> Experiment:
-    """Check the input and the tools, select the candidates: everything before iteration 0."""
+def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
+    """Check the input and the tools, select the candidates: everything before iteration 0.
+    A dry run writes nothing (no outdir, no census.json)."""
     check_options(cfg)
     images = manifest.load(cfg.manifests)
     if cfg.mode != CENSUS:
         modes.resolve(cfg.mode, cfg.mode_file)
     executor = create(cfg.executor, cfg.launcher, cfg.executor_options)
-    executor.preflight()
+    if not dry_run:  # a preview asks for what it shows (e.g. a MiniCluster needs no cluster)
+        executor.preflight()
     host = hostmod.resolve(cfg.host_file, cfg.launcher)
     if cfg.host_file is None and hasattr(executor, "describe_host"):  # e.g. Slurm's MPI set
         host = executor.describe_host(host)
     store = ArtifactStore(cache=cfg.cache, skip_invalid=cfg.skip_invalid)
     allowed, select_s = _select(cfg, images, host, store)
     cache = ImageCache(cfg.sif_cache)
-    if executor.needs_sif:
+    if executor.needs_sif and not dry_run:  # a preview pulls nothing
         cache.check_registries([v.image.name for v in allowed])
     census_sets = candidate_sets(cfg, images, host, store) if cfg.mode == CENSUS else None
     previous = records.of_mode(cfg.outdir, cfg.mode)
-    prepare_outdir(cfg.outdir)  # only now: bad input above leaves nothing behind
+    if not dry_run:
+        prepare_outdir(cfg.outdir)  # only now: bad input above leaves nothing behind
     before = previous[0] if previous else None
     # the model that record's image would get now (an image may set its own)
     image_model = {v.image.name: v.image.mpi_model for v in allowed}.get(
@@ -359,7 +375,7 @@ def prepare(cfg: RunConfig) -> Experiment:
         "candidates": [v.image.name for v in allowed],
     }
     seed = check_resume(cfg, before, now)
-    if census_sets is not None:
+    if census_sets is not None and not dry_run:
         write_census(cfg, host, census_sets, [v.image.name for v in allowed], seed)
     exp = Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
     exp.gpu_flags = gpu_flags([v.image for v in allowed], store, hostmod.gpu_runtime_flags())
@@ -440,6 +456,12 @@ def execute(exp: Experiment, on_record: Callable[[records.Record], None] | None 
         raise HarnessError(f"no space left on {where}: free space and rerun to resume") from None
 
 
+def preview(exp: Experiment) -> Iterator[str]:
+    """A dry run: what each iteration still to run would run, from the picks a real run makes."""
+    for i in todo_iterations(records.of_mode(exp.cfg.outdir, exp.cfg.mode), exp.cfg.iters):
+        yield exp.preview(i)
+
+
 def census(cfg: RunConfig, **kwargs) -> Counter:
     """Run every image of the manifest `cfg.repeat` times (mode `census`)."""
     return run(census_config(cfg), **kwargs)
@@ -486,9 +508,7 @@ def _iterate(
     redo = {r.iteration for r in recorded}
     counts: Counter = Counter()
 
-    def save(rec: records.Record | None) -> None:
-        if rec is None:
-            return  # nothing ran: the rendered job is the output, not a record
+    def save(rec: records.Record) -> None:
         if rec.iteration in redo:
             records.replace(cfg.outdir, rec)
         else:

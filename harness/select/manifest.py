@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class Image:
     # the MPI launcher, for this image; added to the run's own (--runtime-option, ...)
     runtime_options: tuple[str, ...] = ()
     launcher_options: tuple[str, ...] = ()
+
+
+def default_path() -> Path:
+    """The manifest when none is named: $HARNESS_MANIFESTS (a deployment sets it once, as
+    minicluster/persistent.yaml does), else manifests.yaml here."""
+    return Path(os.environ.get("HARNESS_MANIFESTS") or "manifests.yaml")
 
 
 def load(path: str | Path) -> list[Image]:

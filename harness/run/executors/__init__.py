@@ -15,7 +15,17 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.run.executors.base import Executor, Job, JobResult, Option
 
-__all__ = ["EXECUTORS", "Executor", "Job", "JobResult", "Option", "create", "executor_class"]
+__all__ = [
+    "AUTO",
+    "EXECUTORS",
+    "Executor",
+    "Job",
+    "JobResult",
+    "Option",
+    "choose",
+    "create",
+    "executor_class",
+]
 
 # name -> module:class, imported on use (Flux and Kubernetes clients load only when chosen)
 REGISTRY = {
@@ -25,6 +35,40 @@ REGISTRY = {
     "slurm": "harness.run.executors.slurm:SlurmExecutor",
 }
 EXECUTORS = tuple(REGISTRY)
+AUTO = "auto"  # the default: flux inside a reachable Flux instance, else local
+
+
+def choose(requested: str, uri: str | None = None) -> tuple[str, str | None]:
+    """The executor a command uses, and for AUTO the line that says which and why.
+
+    Inside a Flux instance (FLUX_URI, or a Flux Operator pod's view: harness.run.flux_view)
+    whose broker answers, `flux`; otherwise `local`, said only where a Flux was to be expected
+    (a view without a broker, an unreachable FLUX_URI): on a plain machine local is no news.
+    Any other name is taken as given."""
+    if requested != AUTO:
+        return requested, None
+    from harness.run import flux_view
+
+    found = flux_view.ensure()
+    target = uri or found.uri
+    if target is None:
+        if not found.hinted:
+            return "local", None
+        return "local", (
+            f"executor local (the MPI launcher on this machine): no Flux instance "
+            f"({found.source}); --executor flux or slurm to use a scheduler"
+        )
+    from harness.run.executors.flux import connect, instance_version
+
+    try:
+        version = instance_version(connect(target))
+    except HarnessError as exc:
+        return "local", f"executor local, although a Flux instance is named: {exc}"
+    source = "" if found.source == "FLUX_URI" else f", found through {found.source}"
+    return "flux", (
+        f"executor flux: the Flux instance at {target} (flux-core {version or 'unknown'}"
+        f"{source}); --executor local runs with the MPI launcher on this machine instead"
+    )
 
 
 def names() -> tuple[str, ...]:

@@ -63,12 +63,16 @@ class Executor(Protocol):
     name: str
     launcher: str
     needs_sif: bool  # False: the executor's nodes pull the image themselves (MiniCluster)
+    version: str | None  # what runs the jobs, e.g. "flux-core 0.55.0" (known after preflight)
     OPTIONS: ClassVar[tuple[Option, ...]]
 
     def preflight(self) -> None:
         """Raise HarnessError when what the executor needs is missing."""
 
     def run(self, job: Job) -> JobResult: ...
+
+    def preview(self, job: Job) -> str:
+        """What run(job) would submit or start, as text (a dry run); nothing runs."""
 
     def cancel_all(self) -> None:
         """Stop every job in flight (the run is being interrupted)."""

@@ -41,6 +41,7 @@ import contextlib
 import errno
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ from harness.errors import HarnessError
 from harness.files import atomic_write
 from harness.judge.faults import Fault
 from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, bootstrappable, host_library, launcher_plugins
-from harness.run import runtime
+from harness.run import flux_view, runtime
 from harness.run.executors.base import Job, JobResult, LeftoverSweep, Option
 from harness.select import host as hostmod
 from harness.select.manifest import FLUX_SETTINGS as IMAGE_SETTINGS
@@ -128,7 +129,9 @@ def install_hint() -> str:
 
 
 def bindings():
-    """The `flux` package with its job module, or a HarnessError saying how to install it."""
+    """The `flux` package with its job module, or a HarnessError saying how to install it.
+    A Flux Operator pod's view (or `flux env` inside `flux start`) is found first."""
+    flux_view.ensure()
     try:
         import flux
         import flux.job
@@ -179,6 +182,50 @@ def builtin(key: str) -> str | None:
     except AttributeError:  # bindings built without it
         return None
     return ffi.string(value).decode() if value != ffi.NULL else None
+
+
+def jobspec_for(
+    command: Sequence[str],
+    *,
+    num_tasks: int,
+    cores_per_task: int = 1,
+    num_nodes: int | None = None,
+    duration: float | None = None,
+    environment: Mapping[str, str],
+    cwd: str,
+    name: str,
+    stdout: str | None = None,
+    stderr: str | None = None,
+):
+    """A JobspecV1 that every flux-core from 0.55 on accepts.
+
+    flux-core 0.55.0's `JobspecV1.from_command` takes only the resource shape (command,
+    num_tasks, cores_per_task, gpus_per_task, num_nodes, exclusive: src/bindings/python/flux/
+    job/Jobspec.py at tag v0.55.0); later releases also take duration, environment, cwd, name,
+    output, error ... as keywords. Both have the setters and `setattr` used here, so the same
+    code builds the same jobspec on either, whatever the installed bindings' version."""
+    flux = bindings()
+    js = flux.job.JobspecV1.from_command(
+        list(command), num_tasks=num_tasks, cores_per_task=cores_per_task, num_nodes=num_nodes
+    )
+    if duration:
+        js.duration = float(duration)
+    js.environment = dict(environment)  # explicit: 0.55 starts a job with an empty one
+    js.cwd = cwd
+    js.setattr("system.job.name", name)
+    if stdout is not None:
+        js.stdout = stdout
+    if stderr is not None:
+        js.stderr = stderr
+    return js
+
+
+def instance_version(handle) -> str | None:
+    """The flux-core version of the instance's broker (its `version` attribute)."""
+    try:
+        return str(handle.attr_get("version"))
+    except (OSError, KeyError):
+        return None
 
 
 def pmi_library_path() -> Path | None:
@@ -266,6 +313,7 @@ class FluxExecutor:
     start_timeout_s: float | None = 600.0
     name: str = field(default="flux", init=False)
     needs_sif: bool = field(default=True, init=False)
+    version: str | None = field(default=None, init=False)  # the instance's, after preflight
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option("--flux-uri", "uri", "the Flux instance (default: $FLUX_URI)"),
         Option("--nodes", "nodes", "spread each job over exactly this many nodes", {"type": int}),
@@ -317,6 +365,7 @@ class FluxExecutor:
         self._check_not_lost()
         bindings()
         self._local.handle = connect(self.uri)
+        self.version = f"flux-core {instance_version(self._local.handle) or 'unknown'}"
         self._runtime = runtime.executable()
         self._pmi = pmi_library_path()
         self._preflighted = True
@@ -396,20 +445,30 @@ class FluxExecutor:
         argv += [*job.runtime_options, str(job.sif), *job.command]
         return argv
 
+    def preview(self, job: Job) -> str:
+        """The job as `flux submit` would take it (a dry run)."""
+        shape = ["flux", "submit", f"--ntasks={job.np}", f"--cores-per-task={self.cores_per_task}"]
+        if self.nodes:
+            shape.append(f"--nodes={self.nodes}")
+        shape.append(f"--time-limit={float(job.timeout_s):g}s")
+        for key, value in (self.settings(job).get("shell_options") or {}).items():
+            shape.append(f"--setopt={key}={json.dumps(value)}")
+        return shlex.join([*shape, "--", *self.command(job)])
+
     def jobspec(self, job: Job, name: str | None = None):
-        flux = bindings()
+        command = self.command(job)  # preflights first: the PMI library is known after it
         settings = self.settings(job)
         env = dict(os.environ)  # explicit: older flux-core starts jobs with an empty one
         env.update(OPENMPI_ROOT_ENV)
+        if self._pmi is not None and settings.get("bind_pmi", True):
+            # flux-core 0.55's job shell does not export it (later ones do): a job submitted
+            # from outside `flux start` (a `kubectl exec` shell) would leave Open MPI without
+            # the library it loads for PMI
+            env["FLUX_PMI_LIBRARY_PATH"] = str(self._pmi)
         env.update({str(k): str(v) for k, v in (settings.get("env") or {}).items()})
-        kwargs = {}
-        if self.output == "file":
-            kwargs = {
-                "output": str(Path(job.stdout).resolve()),
-                "error": str(Path(job.stderr).resolve()),
-            }
-        js = flux.job.JobspecV1.from_command(
-            self.command(job),
+        files = self.output == "file"
+        js = jobspec_for(
+            command,
             num_tasks=job.np,
             cores_per_task=self.cores_per_task,
             num_nodes=self.nodes,
@@ -417,7 +476,8 @@ class FluxExecutor:
             environment=env,
             cwd=os.getcwd(),
             name=name or job_name(Path(job.stdout)),
-            **kwargs,
+            stdout=str(Path(job.stdout).resolve()) if files else None,
+            stderr=str(Path(job.stderr).resolve()) if files else None,
         )
         for key, value in (settings.get("shell_options") or {}).items():
             js.setattr_shell_option(str(key), value)
@@ -968,14 +1028,14 @@ def detach(
     h = connect(uri)
     command = [sys.executable, "-m", "harness.cli", *argv]
     env = dict(os.environ)
-    js = flux.job.JobspecV1.from_command(
+    js = jobspec_for(
         command,
         num_tasks=1,
         cores_per_task=cores,
         environment=env,
         cwd=os.getcwd(),
         name="harness-run",
-        output=str(outdir / "flux-harness-{{id}}.log"),
+        stdout=str(outdir / "flux-harness-{{id}}.log"),
     )
     try:
         jobid = flux.job.JobID(flux.job.submit(h, js))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ class LocalExecutor:
 
     def __init__(self, launcher: str):
         self.launcher = launcher
+        self.version: str | None = None  # the launcher's MPI, after preflight
         self._runtime: str | None = None
         self._impl: str | None = None
         self._live: set[subprocess.Popen] = set()
@@ -42,7 +44,8 @@ class LocalExecutor:
         self._runtime = runtime.executable()
         if shutil.which(self.launcher) is None:
             raise HarnessError(f"MPI launcher {self.launcher!r} not found on PATH")
-        self._impl, _ = launcher_mpi(self.launcher)
+        self._impl, version = launcher_mpi(self.launcher)
+        self.version = f"{self._impl} {version}"
 
     def argv(self, job: Job) -> list[str]:
         if self._runtime is None:
@@ -54,6 +57,9 @@ class LocalExecutor:
             inner += ["--bind", spec]
         inner += [*job.runtime_options, str(job.sif), *job.command]
         return [shutil.which(self.launcher), *job.launcher_options, "-n", str(job.np), *inner]
+
+    def preview(self, job: Job) -> str:
+        return shlex.join(self.argv(job))
 
     def binds(self, job: Job) -> list[str]:
         """Host files bound into the image: the host's MPI library in the bind model."""

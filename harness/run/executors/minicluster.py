@@ -37,7 +37,7 @@ API calls: list the pods of the Job, read the lead broker's log), deletes the Mi
 returns a JobResult like the other executors. A MiniCluster whose pods do not all start within
 `--startup-timeout` (unschedulable, an image pull that never ends, an init container that fails)
 is a Fault("start-timeout"); an application image the registry does not have is a Fault("pull").
-With `dry_run` it writes the rendered YAML beside the iteration's logs instead.
+`harness run --dry-run` prints the rendered YAML instead (`preview`).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ REFERENCE_VIEWS = {
 # image's working directory (the template sets no workingDir).
 REFERENCE_ARGS = ("-v", "x", "2", "-v", "y", "2", "-v", "z", "2", "-in", "in.reaxc.hns", "-nocite")
 REFERENCE_SIZE = 2  # six_config: size 2, tasks 4, cpu_limit 2
+REFERENCE_TASKS = 4
 REFERENCE_TASKS = 4
 REFERENCE_CPU = "2"
 INTEL_MPI_PRE = ". /opt/intel/mpi/latest/env/vars.sh"
@@ -279,13 +280,13 @@ class MiniClusterExecutor:
     strict: bool = False
     node_arch: str = "amd64"
     crd: str | None = None
-    dry_run: bool = False
     api_url: str | None = None
     kubeconfig: str | None = None
     startup_s: float = 900.0
     poll_s: float = 2.0
     name: str = field(default="minicluster", init=False)
     needs_sif: bool = field(default=False, init=False)
+    version: str | None = field(default=None, init=False)  # the nodes' Flux is the view's
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option(
             "--protocol",
@@ -340,12 +341,6 @@ class MiniClusterExecutor:
             {"choices": list(CRD_VARIANTS)},
         ),
         Option("--kubeconfig", "kubeconfig", "kubeconfig file (default: in-cluster, then ~/.kube)"),
-        Option(
-            "--dry-run",
-            "dry_run",
-            "write each iteration's MiniCluster YAML instead of applying it",
-            {"action": "store_true"},
-        ),
     )
 
     def __post_init__(self):
@@ -412,8 +407,6 @@ class MiniClusterExecutor:
         return k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
 
     def preflight(self) -> None:
-        if self.dry_run:
-            return
         from kubernetes import client as k8s
 
         api = self._api()
@@ -490,24 +483,16 @@ class MiniClusterExecutor:
             **common,
         )
 
+    def preview(self, job: Job) -> str:
+        """The MiniCluster this job would apply (a dry run), as one document of a YAML stream."""
+        return "---\n" + to_yaml(self.manifest_for(job))
+
     def run(self, job: Job) -> JobResult:
         body = self.manifest_for(job)
         name = body["metadata"]["name"]
         rendered = Path(job.stdout).with_suffix(".minicluster.yaml")
         rendered.write_text(to_yaml(body))
         argv = ["minicluster", str(rendered)]
-        if self.dry_run:
-            Path(job.stdout).write_text("")
-            Path(job.stderr).write_text("")
-            return JobResult(
-                argv=argv,
-                exit_code=None,
-                signal=None,
-                timed_out=False,
-                queue_s=0.0,
-                run_s=0.0,
-                fault=Fault("dry-run", str(rendered)),
-            )
         custom, core = self._clients()
         spec = body["spec"]
         events: list[dict] = [

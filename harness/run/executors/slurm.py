@@ -294,6 +294,7 @@ class SlurmExecutor:
     launcher: str = "srun"
     name: str = field(default="slurm", init=False)
     needs_sif: bool = field(default=True, init=False)
+    version: str | None = field(default=None, init=False)  # `scontrol --version`, after preflight
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option("--slurm-partition", "partition", "sbatch --partition (default: the cluster's)"),
         Option("--slurm-account", "account", "sbatch --account (default: the user's)"),
@@ -353,6 +354,7 @@ class SlurmExecutor:
         if "is UP" not in ping.stdout:
             why = _last_line(ping.stdout + ping.stderr) or f"exit {ping.returncode}"
             raise HarnessError(f"slurm executor: slurmctld does not answer: {why}")
+        self.version = _last_line(_run_tool(["scontrol", "--version"], timeout=30).stdout) or None
         plugins = self.plugins()
         if self.mpi != "auto" and self.mpi not in plugins:
             raise HarnessError(
@@ -430,6 +432,16 @@ class SlurmExecutor:
         for spec in self.binds(job):
             argv += ["--bind", spec]
         return [*argv, *job.runtime_options, str(job.sif), *job.command]
+
+    def preview(self, job: Job) -> str:
+        """sbatch's command line and the script it runs (a dry run). The --mpi plugin comes from
+        the image's MPI, read from the SIF once it is pulled, unless --slurm-mpi names one."""
+        plugin = None if self.mpi == "auto" else self.mpi
+        script = Path(job.stdout).with_suffix(".sh")
+        argv = self.command(job, plugin)
+        note = "" if plugin else "  # --mpi=PLUGIN for the image's MPI (harness/data/pmi.yaml)"
+        sbatch = self.sbatch_argv(job, f"harness-{job.mode}", script)
+        return f"{shlex.join(sbatch)}\n{script}: exec {shlex.join(argv)}{note}"
 
     def binds(self, job: Job) -> list[str]:
         """Host files bound into the image: the site MPI library in the bind model."""
