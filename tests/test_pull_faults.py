@@ -175,4 +175,3 @@ def test_an_interrupted_pull_leaves_no_puller_and_no_partial_file(lab, tmp_path)
         assert not (tmp_path / f"out{attempt}" / "records.jsonl").exists()
         return
     pytest.skip("every pull finished before it could be interrupted (a very fast registry)")
-
