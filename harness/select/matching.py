@@ -176,7 +176,7 @@ def select(
         raise HarnessError(f"unknown matcher {matcher!r} (known: {', '.join(MATCHERS)})")
     from harness.select import compspec_go
 
-    names = set(compspec_go.candidates(manifest_path, mode, host))
+    names = set(compspec_go.candidates(manifest_path, mode, host, images=images, store=store))
     allowed = []
     for image in images:
         if image.name in names:
