@@ -24,7 +24,9 @@ compspec-go), behaves like this (cmd/compspec/match/match.go, pkg/graph/graph.go
 So that a run needs no network but the lab registry, this module hands compspec-go a graph file
 holding the schema root nodes (`--cache-graph`): the graph only serves `match` to check that each
 compatibility's name is a known schema; matching itself uses the artifacts alone. compspec-go's
-artifact cache (`--cache`) writes but never reads back, so it is not used.
+artifact cache (`--cache`) writes but never reads back, so it is not used. Instead, in a run,
+it is given one image per distinct artifact (`one_per_artifact`): images built alike cost it
+one fetch, not one each (about 6 ms per artifact on the lab registry).
 """
 
 from __future__ import annotations
