@@ -1,9 +1,9 @@
 """How cost grows: selection over 1k, 10k, 100k images; a pass over 10k, 100k, 1M records.
 
-Each step runs in a fresh process and reports its wall time and its own peak resident memory
-(wait4's rusage of that process); each step's peer is the step before it, so the ratio is the
-growth factor for ten times the input (1.0: constant, 10: linear); the first step's peer is an
-idle Python process.
+Each step runs in a fresh process and reports its wall time, its CPU time and its own peak
+resident memory (wait4's rusage of that process); each step's peer is the step before it, so
+the ratio is the growth factor for ten times the input (1.0: constant, 10: linear); the first
+step's peer is an idle Python process.
   - selection: `harness candidates --mode descriptive-basic` over N images with a compspec-go
     cache directory of N artifacts (benchmarks/bench_selection.py's inputs), on the manifest's
     first run (parsed by PyYAML) and on a later one (read from the harness's manifest cache);
@@ -31,6 +31,8 @@ from harness.records import RECORDS_FILE, Record, Timings  # noqa: E402
 
 MODES = ("random", "basic", "platform", "platform-version", "descriptive-basic", "descriptive-mpi")
 REASONS = ("success", "arch", "os-abi", "mpi", "gpu", "missing-binary", "timeout")
+# wall time, and CPU time beside it: on a shared machine the other load inflates the first
+TRACKED = (("time", "s", "seconds"), ("CPU time", "s", "cpu_s"), ("peak memory", "MB", "peak_mb"))
 STREAM = """
 import collections, sys
 from pathlib import Path
@@ -91,7 +93,7 @@ def sweep(label: str, steps: list[tuple[str, Child]], idle: Child) -> list[dict]
     against an idle Python process (the fixed cost of starting one)."""
     figures, before = [], ("an idle Python process", idle)
     for size, measured in steps:
-        for what, unit, attr in (("time", "s", "seconds"), ("peak memory", "MB", "peak_mb")):
+        for what, unit, attr in TRACKED:
             peer = before[0] if before[1] is idle else f"{label}, {before[0]}"
             value, prior = getattr(measured, attr), getattr(before[1], attr)
             figures.append(figure(f"{label}, {size}: {what}", value, unit, peer, prior))

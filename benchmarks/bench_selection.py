@@ -6,6 +6,8 @@ distinct, so no two share a digest), then times, each in its own fresh process:
     read from the harness's cache; bound: 2 s at 100,000 images) and on its first run (the
     manifest parsed by PyYAML), each with its peak memory;
   - `harness run --dry-run --iters 1`: the same selection inside a run;
+  - the CPU time of the later run: on a machine shared with other work, wall time is
+    inflated by that load (the load average is noted beside every result), CPU time far less;
   - the peer: a Python process that reads the manifest and every artifact file and parses
     nothing, the least any selection of these images can cost;
 and in this process the per-iteration pick from the candidate list (bound: 50 ms), against a
@@ -140,6 +142,7 @@ def main() -> int:
     reading = f"reading the manifest and {n:,} artifact files"
     figures = [
         figure("candidates, later runs", cached.seconds, "s", reading, peer.seconds, bound),
+        figure("candidates, later runs: CPU time", cached.cpu_s, "s", reading, peer.cpu_s),
         figure(
             "candidates, first run (manifest parsed)", parsed.seconds, "s", reading, peer.seconds
         ),

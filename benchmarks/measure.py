@@ -33,6 +33,7 @@ def arguments(description: str, argv: list[str] | None = None) -> argparse.Names
 @dataclass(frozen=True)
 class Child:
     seconds: float
+    cpu_s: float  # user + system time: what the machine's other load does not inflate much
     peak_mb: float  # the child's own peak resident set (wait4's rusage), not the benchmark's
     stdout: str
 
@@ -50,7 +51,7 @@ def child(argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) 
         stdout = out.read().decode()
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, argv, stdout, stderr)
-    return Child(seconds, usage.ru_maxrss / 1024, stdout)
+    return Child(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
 
 
 def best_of(repeat: int, fn) -> Child:
