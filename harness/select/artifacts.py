@@ -172,15 +172,14 @@ class ArtifactStore:
 
     def _load(self, image_name: str, ref: str) -> Artifact:
         where = f"image {image_name}"
-        if ref.endswith(".json") and os.path.isfile(ref):
-            data = _read(ref, where) or read_input(ref, f"{where}: artifact").encode()
-            return self._artifact(ref, data, where, f"file:{ref}")
+        if ref.endswith(".json") and (data := _read(ref, where)) is not None:
+            return self._artifact(ref, data, where, f"file:{ref}", ref)
         if self.cache is not None:
             path = os.path.join(self.cache, cache_name(ref))
             data = _read(path, where)
             if data is None:
                 raise HarnessError(f"{where}: artifact {ref} is not in cache {self.cache}")
-            return self._artifact(ref, data, where, f"cache:{path}")
+            return self._artifact(ref, data, where, f"cache:{path}", path)
         path = self.registry_cache / cache_name(ref)
         if path.is_file():
             return self._artifact(ref, path.read_bytes(), where, f"cache:{path}")
@@ -189,16 +188,19 @@ class ArtifactStore:
         atomic_write(path, data)  # after parsing: a bad artifact is never cached
         return artifact
 
-    def _artifact(self, ref: str, data: bytes, where: str, source: str) -> Artifact:
-        """One parse per distinct content: images built alike share one artifact's bytes."""
+    def _artifact(
+        self, ref: str, data: bytes, where: str, source: str, user_file: str | None = None
+    ) -> Artifact:
+        """One parse per distinct content: images built alike share one artifact's bytes.
+        A user's file that is no artifact is first checked as text, to say what is wrong."""
         digest = _digest(data)
         flat = self._parsed.get(digest)
         if flat is None:
             try:
                 flat = self._parsed[digest] = parse(data, where)
             except HarnessError:
-                if source.startswith(("file:", "cache:")):  # say first what is wrong with the file
-                    read_input(source.split(":", 1)[1], f"{where}: artifact")
+                if user_file is not None:
+                    read_input(user_file, f"{where}: artifact")  # binary, not UTF-8, ...
                 raise
         return Artifact(ref, digest, flat, source)
 
