@@ -14,6 +14,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,24 +35,45 @@ def arguments(description: str, argv: list[str] | None = None) -> argparse.Names
 class Child:
     seconds: float
     cpu_s: float  # user + system time: what the machine's other load does not inflate much
-    peak_mb: float  # the child's own peak resident set (wait4's rusage), not the benchmark's
+    peak_mb: float  # the child's own peak resident set, not the benchmark's
     stdout: str
+
+
+# Linux counts in a process's peak resident set the memory of the process it was forked from
+# (the high-water mark of the address space it replaced at exec). So each measured process is
+# started by this small launcher, not by the benchmark, whose memory grows with its inputs.
+LAUNCHER = """
+import json, os, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(report, "w") as fh:
+    json.dump([seconds, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime,
+               usage.ru_maxrss / 1024], fh)
+"""
 
 
 def child(argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> Child:
     """Run one measured process to its end; CalledProcessError (with its stderr) if it fails."""
-    with tempfile.TemporaryFile() as out:  # not a pipe: a large output never blocks the child
-        start = time.perf_counter()
-        with subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env, cwd=cwd) as proc:
-            stderr = proc.stderr.read().decode()
-            _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
-            seconds = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        stdout = out.read().decode()
-    if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, argv, stdout, stderr)
-    return Child(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+    with tempfile.TemporaryDirectory(prefix="bench-child-") as tmp:
+        report, out = Path(tmp) / "rusage.json", Path(tmp) / "stdout"
+        with out.open("w+b") as fh:  # not a pipe: a large output never blocks the child
+            launched = subprocess.run(
+                [sys.executable, "-S", "-c", LAUNCHER, str(report), *argv],
+                stdout=fh,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+            )
+        stdout, stderr = out.read_text(), launched.stderr.decode()
+        if launched.returncode != 0 or not report.exists():  # the launcher itself failed
+            raise subprocess.CalledProcessError(launched.returncode, argv, stdout, stderr)
+        seconds, status, cpu_s, peak_mb = json.loads(report.read_text())
+    if status != 0:
+        raise subprocess.CalledProcessError(status, argv, stdout, stderr)
+    return Child(seconds, cpu_s, peak_mb, stdout)
 
 
 def best_of(repeat: int, fn) -> Child:
