@@ -234,6 +234,7 @@ def one_per_artifact(
     """
     first: dict[str, Image] = {}  # digest -> its first image
     alike: dict[str, list[str]] = {}
+    store.read_all(images)
     for image in images:
         artifact = store.get(image.name, image.artifact)
         if artifact is None:

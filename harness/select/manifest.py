@@ -13,6 +13,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.files import read_input
 from harness.select import manifest_cache
+from harness.select.bulk import gc_paused
 
 # libyaml's parser when PyYAML was built with it (its wheels are): a large manifest parses
 # several times faster than with the pure-Python one, which is the fallback, said once.
@@ -56,7 +57,7 @@ def default_path() -> Path:
 def load(path: str | Path) -> list[Image]:
     path = Path(path)
     text = read_input(path, "manifest")
-    with manifest_cache.gc_paused():
+    with gc_paused():
         if len(text) < manifest_cache.MIN_BYTES or not _code():
             rows = _rows(path, text)
         else:

@@ -14,31 +14,15 @@ the time it would have saved.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
-from harness.files import atomic_write
-from harness.select.artifacts import user_cache
+from harness.files import atomic_write, user_cache
 
 MIN_BYTES = 256 * 1024  # about 2,500 images: parsing takes ~0.1 s, reading the cache ~0.01 s
 KEEP = 8
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cycle collection while bulk data is built: the parsed data holds no cycle, and each
-    collection would walk every object built so far (half of a large manifest's load time)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def entry_name(text: str, *salts: bytes) -> str:

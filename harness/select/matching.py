@@ -136,6 +136,7 @@ def candidates(
         raise HarnessError(f"mode {mode.name}: the host description lacks {', '.join(missing)}")
     kinds = comparators()
     wanted = [(k, kinds[k], NORMALISERS[kinds[k]](host[k])) for k in mode.keys]
+    store.read_all(images)
     allowed = []
     for image in images:
         artifact = store.get(image.name, image.artifact)
