@@ -63,6 +63,12 @@ def figures_of(result: dict) -> list[dict]:
     return found
 
 
+def ratio_text(ratio: float | None) -> str:
+    if ratio is None:
+        return ""
+    return f"1/{1 / ratio:,.0f}" if 0 < ratio < 0.01 else f"{ratio:.3g}×"
+
+
 def row(label: str, f: dict) -> str:
     unit = f.get("unit", "")
     bound = f.get("bound")
@@ -76,7 +82,7 @@ def row(label: str, f: dict) -> str:
         amount(f["value"], unit),
         f.get("peer") or "",
         amount(f.get("peer_value"), unit),
-        f"{ratio:.3g}×" if ratio is not None else "",
+        ratio_text(ratio),
         verdict,
     ]
     return "| " + " | ".join(cells) + " |"
@@ -87,7 +93,7 @@ def table(lines: list[str]) -> str:
     for record in newest_full_runs(lines):
         result = record["result"]
         label = f"{record['script']} ({result['size']})" if "size" in result else record["script"]
-        rows += [row(label, f) for f in figures_of(result)]
+        rows += [row(label if i == 0 else "", f) for i, f in enumerate(figures_of(result))]
         notes.append(
             f"{record['script']}: {record['when']}, commit {record.get('commit') or '?'}, "
             f"{record.get('cpus')} cores, load average {record.get('load')} at its start"
