@@ -74,7 +74,8 @@ def test_the_table_shows_the_newest_full_run_of_each_benchmark():
         "|  | srun.median_s | 0.8 |  |  |  |  |",
         "| bench_selection.py (100,000 images) | candidates, later runs | 1.50 s | "
         "reading the inputs | 0.50 s | 3× | ≤ 2.00 s: within |",
-        "|  | pick per iteration | 0.004 ms | warm re-match | 0.20 s | 1/50,000 | ≤ 50 ms: within |",
+        "|  | pick per iteration | 0.004 ms | warm re-match | 0.20 s | 1/50,000 | "
+        "≤ 50 ms: within |",
         "|  | peak memory | 180 MB |  |  |  | ≤ 100 MB: over |",
     ]
     assert "- bench_selection.py: 2026-01-02T00:00:00+00:00, commit abc1234, 2 cores" in text
