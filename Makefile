@@ -10,7 +10,7 @@ OUT ?= results/demo
 LAUNCHER ?= mpirun
 MODES := random basic platform platform-version descriptive-basic descriptive-mpi
 
-.PHONY: demo test lab venv lint bench clean-demo node-image node-userland
+.PHONY: demo test lab venv lint bench bench-smoke clean-demo node-image node-userland
 # The MiniCluster's node image: named once, in minicluster/persistent.yaml.
 NODE_IMAGE = $(shell sed -n 's/^ *image: *\(.*compat-harness-node:.*\)$$/\1/p' minicluster/persistent.yaml)
 
@@ -45,8 +45,15 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check harness tests benchmarks
 
+# Every benchmarks/bench_*.py at full size (minutes): each prints its figures against a peer
+# measured in the same run; their JSON lines go to benchmarks/results.jsonl, and the README's
+# performance table is made from them. bench-smoke: every one at its --quick size (CI).
 bench: venv
-	@for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+	$(VENV)/bin/python -m benchmarks.run --json benchmarks/results.jsonl
+	$(VENV)/bin/python -m benchmarks.table benchmarks/results.jsonl --readme README.md
+
+bench-smoke: venv
+	$(VENV)/bin/python -m benchmarks.run --quick --json results/bench-smoke.jsonl
 
 # The node image's userland as an Apptainer image, where no Docker engine is (the rehearsal of
 # the in-pod commands, tests/test_node_rehearsal.py; about a minute, then cached).

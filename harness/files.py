@@ -1,4 +1,5 @@
-"""Files in and out: one reader for every input file, one atomic writer for every output.
+"""Files in and out: one reader for every input file, one atomic writer for every output, and
+where the harness keeps its caches (`user_cache`).
 
 `read_input` turns anything that can go wrong reading a user's file (missing, unreadable,
 a directory, not UTF-8) into one HarnessError line naming the file; `atomic_write` writes via a
@@ -63,3 +64,9 @@ def last_line(text: str) -> str:
     """The last non-empty line, stripped."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def user_cache(name: str) -> Path:
+    """The harness's part of the user's cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compat-harness" / name

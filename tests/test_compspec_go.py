@@ -219,6 +219,97 @@ def test_empty_answer_from_unread_artifacts_says_media_type(tmp_path, printed, n
         assert "media type" in str(exc.value) and "\n" not in str(exc.value)
 
 
+def echo_compspec(tmp_path: Path, picks: str) -> Path:
+    """A `compspec` stand-in that keeps each manifest it is given and matches its images whose
+    name contains `picks`."""
+    script = tmp_path / "compspec"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import pathlib, sys, yaml\n"
+        "argv = sys.argv[1:]\n"
+        "given = pathlib.Path(argv[argv.index('-i') + 1])\n"
+        f"seen = pathlib.Path({str(tmp_path)!r}) / 'given'\n"
+        "seen.mkdir(exist_ok=True)\n"
+        "(seen / str(len(list(seen.iterdir())))).write_text(given.read_text())\n"
+        "names = [i['name'] for i in yaml.safe_load(given.read_text())['images']]\n"
+        "print(' --- Found matches ---')\n"
+        f"print('\\n'.join(n for n in names if {picks!r} in n))\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_compspec_go_is_given_one_image_per_distinct_artifact(tmp_path, monkeypatch):
+    """Twelve images, three artifact contents (two of them under several references): compspec
+    match sees three images, and its answer covers every image of a matched artifact."""
+    from harness.select import manifest as manifest_mod
+    from harness.select import matching
+    from harness.select.artifacts import ArtifactStore, cache_name
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    specs = [
+        {
+            "kind": "CompatibilitySpec",
+            "compatibilities": [{"name": "io.archspec", "attributes": {"cpu.target": arch}}],
+        }
+        for arch in ("amd64", "arm64", "ppc64le")
+    ]
+    images = []
+    for i in range(12):
+        name, ref = f"reg/x:{i}-{('amd', 'arm', 'ppc')[i % 3]}", f"reg/x:{i}-compspec"
+        images.append({"name": name, "artifact": ref})
+        (cache / cache_name(ref)).write_text(json.dumps(specs[i % 3]))
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"images": images}, sort_keys=False))
+    exe = echo_compspec(tmp_path, "-arm")
+    store = ArtifactStore(cache=cache)
+    loaded = manifest_mod.load(path)
+    got = compspec_go.candidates(
+        path, modes.resolve("basic"), {ARCH: "arm64"}, exe=str(exe), images=loaded, store=store
+    )
+    assert got == [f"reg/x:{i}-arm" for i in (1, 4, 7, 10)]
+    (given,) = (tmp_path / "given").iterdir()
+    assert yaml.safe_load(given.read_text())["images"] == images[:3]
+    # the run's path: the manifest's order, each image with its own artifact's digest
+    monkeypatch.setenv(compspec_go.ENV_BINARY, str(exe))
+    verdicts = matching.select(
+        "compspec-go", path, loaded, modes.resolve("basic"), {ARCH: "arm64"}, store
+    )
+    assert [v.image.name for v in verdicts] == got
+    assert len({v.artifact_digest for v in verdicts}) == 1
+
+
+def test_images_skipped_for_their_artifact_are_not_given_to_compspec_go(tmp_path):
+    from harness.select import manifest as manifest_mod
+    from harness.select.artifacts import ArtifactStore, cache_name
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    spec = {"kind": "CompatibilitySpec", "compatibilities": []}
+    (cache / cache_name("reg/x:good-compspec")).write_text(json.dumps(spec))
+    (cache / cache_name("reg/x:bad-compspec")).write_text("{not json")
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "images:\n- {name: 'reg/x:good', artifact: 'reg/x:good-compspec'}\n"
+        "- {name: 'reg/x:bad', artifact: 'reg/x:bad-compspec'}\n"
+    )
+    exe = echo_compspec(tmp_path, "reg/")
+    loaded, mode = manifest_mod.load(path), modes.resolve("random")
+    strict = ArtifactStore(cache=cache)
+    with pytest.raises(HarnessError, match=r"^image reg/x:bad: artifact is not JSON$"):
+        compspec_go.candidates(path, mode, {}, exe=str(exe), images=loaded, store=strict)
+    lenient = ArtifactStore(cache=cache, skip_invalid=True)
+    got = compspec_go.candidates(path, mode, {}, exe=str(exe), images=loaded, store=lenient)
+    assert got == ["reg/x:good"] and list(lenient.skipped) == ["reg/x:bad"]
+    only_bad = tmp_path / "bad.yaml"
+    only_bad.write_text("images:\n- {name: 'reg/x:bad', artifact: 'reg/x:bad-compspec'}\n")
+    with pytest.raises(HarnessError, match="^mode random: no image has a usable artifact$"):
+        compspec_go.candidates(
+            only_bad, mode, {}, exe=str(exe), images=manifest_mod.load(only_bad), store=lenient
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # The real compspec-go against the lab registry
 
@@ -495,3 +586,29 @@ def test_lab_registry_failure_is_one_line(real_compspec, tmp_path):
     msg = str(exc.value)
     assert not isinstance(exc.value, compspec_go.NoMatch)
     assert msg.startswith("compspec-go `match` failed (exit 1): ") and "\n" not in msg
+
+
+def test_images_sharing_an_artifact_are_matched_alike(real_compspec, tmp_path):
+    """`harness candidates --matcher compspec-go` on the lab's pairs plus a twin of each (another
+    name, the same artifact): compspec match is given each artifact once, and its answer holds
+    every twin of the images it matched, in the manifest's order."""
+    pairs = list(lab_pairs())
+    twins = [{"name": p["name"] + "-twin", "artifact": p["artifact"]} for p in pairs]
+    path = tmp_path / "twins.yaml"
+    path.write_text(yaml.safe_dump({"images": pairs + twins}, sort_keys=False))
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps(DEB12))
+    env = dict(os.environ, XDG_CACHE_HOME=str(workdir() / "xdg"))
+    for mode_name in MODES:
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "candidates", "--manifests", str(path)]
+            + ["--mode", mode_name, "--host", str(host), "--matcher", "compspec-go", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        exact = exact_answer(DEB12, modes.resolve(mode_name))
+        want = [p["name"] for p in pairs if p["name"] in exact]
+        assert json.loads(proc.stdout) == want + [name + "-twin" for name in want]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.files import read_input
+from harness.select import manifest_cache
+from harness.select.bulk import gc_paused
 
-# libyaml's loader when PyYAML was built with it: a 10,000-image manifest loads 10x faster.
+# libyaml's parser when PyYAML was built with it (its wheels are): a large manifest parses
+# several times faster than with the pure-Python one, which is the fallback, said once.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # LAMMPS' own Lennard-Jones example, as the reference images ship it.
@@ -52,6 +57,42 @@ def default_path() -> Path:
 def load(path: str | Path) -> list[Image]:
     path = Path(path)
     text = read_input(path, "manifest")
+    with gc_paused():
+        if len(text) < manifest_cache.MIN_BYTES or not _code():
+            rows = _rows(path, text)
+        else:
+            name = manifest_cache.entry_name(text, _code(), yaml.__version__.encode())
+            rows = manifest_cache.read(name)
+            if rows is None:
+                _warn_without_libyaml(path)
+                rows = _rows(path, text)
+                manifest_cache.write(name, rows)
+        return [_image(path, *row) for row in rows]
+
+
+@functools.cache
+def _warn_without_libyaml(path: Path) -> None:
+    if SafeLoader is yaml.SafeLoader:
+        print(
+            f"harness: warning: manifest {path}: PyYAML has no libyaml here (yaml.CSafeLoader), "
+            "so this large manifest is parsed by the slow pure-Python loader "
+            "(install libyaml-dev, then reinstall pyyaml)",
+            file=sys.stderr,
+        )
+
+
+@functools.cache
+def _code() -> bytes:
+    """What validates a manifest: a cached manifest is valid for this code only (installed
+    without its source, the harness caches no manifest)."""
+    try:
+        return Path(__file__).read_bytes()
+    except OSError:
+        return b""
+
+
+def _rows(path: Path, text: str) -> list[list]:
+    """The manifest's images as validated rows (Image's fields, in order), or HarnessError."""
     try:
         data = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
@@ -60,18 +101,27 @@ def load(path: str | Path) -> list[Image]:
         raise HarnessError(f"manifest {path}:{where} is not valid YAML") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise HarnessError(f"manifest {path}: expected a mapping with an 'images' list")
-    images = [_entry(path, i, raw) for i, raw in enumerate(data["images"])]
-    if not images:
+    rows = [_entry(path, i, raw) for i, raw in enumerate(data["images"])]
+    if not rows:
         raise HarnessError(f"manifest {path}: 'images' is empty")
     seen: set[str] = set()
-    for i, image in enumerate(images):
-        if image.name in seen:
-            raise HarnessError(f"manifest {path}: images[{i}] name {image.name!r} is listed twice")
-        seen.add(image.name)
-    return images
+    for i, row in enumerate(rows):
+        if row[0] in seen:
+            raise HarnessError(f"manifest {path}: images[{i}] name {row[0]!r} is listed twice")
+        seen.add(row[0])
+    return rows
 
 
-def _entry(path: Path, index: int, raw: object) -> Image:
+def _image(path: Path, name, artifact, command, workdir, mpi_model, flux, runtime, launcher):
+    if artifact and artifact.endswith(".json") and not os.path.isabs(artifact):
+        # a local artifact file is named relative to the manifest, not to the caller's cwd
+        artifact = str((path.parent / artifact).resolve())
+    return Image(
+        name, artifact, tuple(command), workdir, mpi_model, flux, tuple(runtime), tuple(launcher)
+    )
+
+
+def _entry(path: Path, index: int, raw: object) -> list:
     where = f"manifest {path}: images[{index}]"
     if not isinstance(raw, dict):
         raise HarnessError(f"{where} must be a mapping with 'name' and 'artifact'")
@@ -107,22 +157,12 @@ def _entry(path: Path, index: int, raw: object) -> Image:
                 f"{where} field 'flux' has unknown key(s): {', '.join(map(str, unknown))} "
                 f"(known: {', '.join(FLUX_SETTINGS)})"
             )
-    options = {}
+    options = []
     for field in ("runtime_options", "launcher_options"):
         value = raw.get(field, [])
         if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
             raise HarnessError(f"{where} field '{field}' must be a list of arguments (strings)")
-        options[field] = tuple(value)
+        options.append(value)
     artifact = artifact.strip() if artifact else None
-    if artifact and artifact.endswith(".json") and not Path(artifact).is_absolute():
-        # a local artifact file is named relative to the manifest, not to the caller's cwd
-        artifact = str((path.parent / artifact).resolve())
-    return Image(
-        name=name.strip(),
-        artifact=artifact,
-        command=tuple(str(a) for a in command),
-        workdir=workdir,
-        mpi_model=mpi_model,
-        flux=flux,
-        **options,
-    )
+    command = [str(a) for a in command]
+    return [name.strip(), artifact, command, workdir, mpi_model, flux, *options]

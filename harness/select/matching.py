@@ -136,6 +136,7 @@ def candidates(
         raise HarnessError(f"mode {mode.name}: the host description lacks {', '.join(missing)}")
     kinds = comparators()
     wanted = [(k, kinds[k], NORMALISERS[kinds[k]](host[k])) for k in mode.keys]
+    store.read_all(images)
     allowed = []
     for image in images:
         artifact = store.get(image.name, image.artifact)
@@ -176,7 +177,7 @@ def select(
         raise HarnessError(f"unknown matcher {matcher!r} (known: {', '.join(MATCHERS)})")
     from harness.select import compspec_go
 
-    names = set(compspec_go.candidates(manifest_path, mode, host))
+    names = set(compspec_go.candidates(manifest_path, mode, host, images=images, store=store))
     allowed = []
     for image in images:
         if image.name in names:
