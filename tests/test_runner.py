@@ -246,3 +246,18 @@ def test_gpu_images_get_the_hosts_gpu_flag_only_on_a_gpu_host(tmp_path):
     flags = runner.gpu_flags(images, store, nvidia)
     assert {Path(k).stem: v for k, v in flags.items()} == {"gpu-12": ["--nv"]}
     assert runner.gpu_flags(images, store, []) == {}
+
+
+def test_a_refused_census_leaves_census_json_as_it_was(replay, tmp_path):
+    setup = lab(tmp_path)
+    out = Outdir(tmp_path / "out")
+    runner.census(config(setup, out.path, repeat=1))
+    before = out.census_file.read_bytes()
+    more = tmp_path / "modes.yaml"
+    more.write_text("modes: {extra: {keys: [io.archspec.cpu.target]}}\n")
+    with out.mode_lock(runner.CENSUS):  # a census still running in this outdir
+        with pytest.raises(HarnessError, match="another harness run is writing mode census"):
+            runner.census(config(setup, out.path, repeat=2, mode_file=more))
+    assert out.census_file.read_bytes() == before
+    runner.census(config(setup, out.path, repeat=2, mode_file=more))  # once it is free
+    assert "extra" in json.loads(out.census_file.read_text())["modes"]
