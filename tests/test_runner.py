@@ -255,9 +255,9 @@ def test_a_refused_census_leaves_census_json_as_it_was(replay, tmp_path):
     before = out.census_file.read_bytes()
     more = tmp_path / "modes.yaml"
     more.write_text("modes: {extra: {keys: [io.archspec.cpu.target]}}\n")
-    with out.mode_lock(runner.CENSUS):  # a census still running in this outdir
-        with pytest.raises(HarnessError, match="another harness run is writing mode census"):
-            runner.census(config(setup, out.path, repeat=2, mode_file=more))
+    refused = pytest.raises(HarnessError, match="another harness run is writing mode census")
+    with out.mode_lock(runner.CENSUS), refused:  # a census still running in this outdir
+        runner.census(config(setup, out.path, repeat=2, mode_file=more))
     assert out.census_file.read_bytes() == before
     runner.census(config(setup, out.path, repeat=2, mode_file=more))  # once it is free
     assert "extra" in json.loads(out.census_file.read_text())["modes"]
