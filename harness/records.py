@@ -251,36 +251,29 @@ def append(outdir: Outdir | Path | str, record: Record) -> None:
     Outdir.of(outdir).append(_line(record))
 
 
-def replace(outdir: Outdir | Path | str, record: Record) -> None:
-    """Put `record` in place of the record of the same (mode, iteration): an iteration redone
-    because the infrastructure failed. records.jsonl is rewritten under .lock-records, so no
-    other mode's append can be lost; a record no longer there is appended."""
+def replace(outdir: Outdir | Path | str, *redone: Record) -> None:
+    """Put each record in place of the record of the same (mode, iteration): iterations redone
+    because the infrastructure failed. records.jsonl is rewritten once, under .lock-records, so
+    no other mode's append can be lost; a record no longer there is appended."""
     out = Outdir.of(outdir)
-    new = _line(record)
-    needles = (str(record.iteration).encode(), record.mode.encode())
-    found = False
+    new = {(r.mode, r.iteration): _line(r) for r in redone}
+    modes = {r.mode.encode() for r in redone}
 
     def edit(raw: bytes) -> bytes | None:
-        nonlocal found
         if not raw.endswith(b"\n"):
             return None  # torn by a writer that died: set aside
-        if found or not all(n in raw for n in needles):  # a cheap test before parsing
+        if not any(m in raw for m in modes):  # a cheap test before parsing
             return raw
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return raw
-        if isinstance(data, dict) and (data.get("mode"), data.get("iteration")) == (
-            record.mode,
-            record.iteration,
-        ):
-            found = True
-            return new
-        return raw
+        key = (data.get("mode"), data.get("iteration")) if isinstance(data, dict) else None
+        return new.pop(key, raw) if key in new else raw
 
     out.rewrite(edit)
-    if not found:
-        out.append(new)
+    for line in new.values():
+        out.append(line)
 
 
 def repair_all(outdir: Outdir | Path | str) -> tuple[int, int]:

@@ -224,3 +224,22 @@ def test_an_empty_outdir_is_an_error_not_the_current_directory(tmp_path, capsys,
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert "the outdir is empty" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_redone_iterations_are_rewritten_together(replay, tmp_path, monkeypatch):
+    setup = lab(tmp_path)
+    out = tmp_path / "out"
+    runner.run(config(setup, out, iters=6))
+    path = records.records_path(out)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for k in (1, 3, 4):  # the infrastructure failed these
+        lines[k].update(reason="infra", fault={"kind": "cancelled", "detail": "by admin"})
+    path.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+    rewrites = []
+    rewrite = Outdir.rewrite
+    monkeypatch.setattr(Outdir, "rewrite", lambda self, edit: rewrites.append(rewrite(self, edit)))
+    runner.run(config(setup, out, iters=8))
+    assert len(rewrites) == 1  # three redone, one rewrite, before the new iteration 6
+    recs = list(records.read(out))
+    assert [r.iteration for r in recs] == list(range(8))
+    assert [r.reason for r in recs if r.reason == "infra"] == []

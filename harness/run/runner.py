@@ -55,6 +55,7 @@ STEPS = ("pick", "acquire", "launch", "judge")
 # the image's MPI never loads the bound library at all.
 SYMPTOMS = ("mpi", "unknown")
 MIN_FREE_BYTES = 64 * 1024  # below this the job's logs may have been cut short by the disk
+REDO_FLUSH_S = 60.0  # redone records wait at most this long for their rewrite of records.jsonl
 T = TypeVar("T")
 
 
@@ -472,42 +473,62 @@ def check_space(directory: Path) -> None:
 
 def _iterate(exp: Experiment, on_record: Callable[[records.Record], None] | None) -> Counter:
     """The iterations still to do, recorded in iteration order. Call under the mode's lock:
-    the index, refreshed here, is then exact for this mode until the run ends."""
+    the index, refreshed here, is then exact for this mode until the run ends.
+
+    A redone infra iteration replaces its record in a rewrite of records.jsonl: they wait and
+    go together (before the next new record, after REDO_FLUSH_S, at the end, on an interrupt),
+    so redoing many costs a few rewrites, not one each. Killed before, they are redone again.
+    """
     cfg, out = exp.cfg, exp.out
     exp.index.refresh(out, save=True)
     mine = exp.index.mode(cfg.mode)
     todo = mine.todo(cfg.iters)
     counts: Counter = Counter()
+    redone: list[records.Record] = []
+    since = time.monotonic()
+
+    def flush() -> None:
+        nonlocal since
+        if redone:
+            records.replace(out, *redone)
+            redone.clear()
+        since = time.monotonic()
 
     def save(rec: records.Record) -> None:
         if mine.recorded(rec.iteration):  # an infra record, redone
-            records.replace(out, rec)
+            redone.append(rec)
+            if time.monotonic() - since > REDO_FLUSH_S:
+                flush()
         else:
+            flush()
             records.append(out, rec)
         counts[rec.reason] += 1
         if on_record:
             on_record(rec)
 
-    if cfg.max_concurrent == 1:
+    try:
+        if cfg.max_concurrent == 1:
+            try:
+                for i in todo:
+                    save(exp.iteration(i))
+            except BaseException:
+                _cancel(exp.executor)
+                raise
+            return counts
+        pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
         try:
-            for i in todo:
-                save(exp.iteration(i))
+            for rec in _in_order(pool, exp.iteration, todo, window=2 * cfg.max_concurrent):
+                save(rec)
         except BaseException:
+            # Interrupted: drop what has not started, stop what runs (its iteration is redone
+            # on resume: nothing of it was recorded).
+            pool.shutdown(wait=False, cancel_futures=True)
             _cancel(exp.executor)
             raise
+        pool.shutdown()
         return counts
-    pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
-    try:
-        for rec in _in_order(pool, exp.iteration, todo, window=2 * cfg.max_concurrent):
-            save(rec)
-    except BaseException:
-        # Interrupted: drop what has not started, stop what runs (its iteration is redone
-        # on resume: nothing of it was recorded).
-        pool.shutdown(wait=False, cancel_futures=True)
-        _cancel(exp.executor)
-        raise
-    pool.shutdown()
-    return counts
+    finally:
+        flush()
 
 
 def _in_order(
