@@ -21,8 +21,9 @@ from tests.conftest import ROOT, cli, spawn
 from tests.test_interrupts import marked_processes, quick_manifest
 
 MODES = ("random", "basic", "platform", "platform-version")
-ITERS = 4
-REPEAT = 2  # census: each of the two images twice
+ALL = (*MODES, "census")
+ITERS = 6
+REPEAT = 3  # census: each of the two images three times
 # Marks this test's harnesses; their jobs inherit it (other tests may run jobs meanwhile).
 RUN_TAG = ("HARNESS_TEST_RUN", uuid.uuid4().hex)
 MARK = f"{JOB_MARK}=".encode()
@@ -64,18 +65,24 @@ def recorded(outdir: Path) -> list[tuple[str, int, str]]:
     return [(r.mode, r.iteration, r.reason) for r in map(records.parse, lines)]
 
 
-def wait_for(outdir: Path, mode: str | None, deadline: float) -> None:
-    """Until a record of `mode` (None: every mode's run is past its start, its lock taken, and
-    some mode has a record)."""
+def wait_until_all_run(outdir: Path) -> None:
+    """Until every run is past its start (its mode's lock taken) and some record is written."""
+    deadline = time.time() + 120
     while time.time() < deadline:
-        if mode is None:
-            started = all((outdir / f".lock-{m}").exists() for m in (*MODES, "census"))
-            if started and recorded(outdir):
-                return
-        elif any(m == mode for m, _, _ in recorded(outdir)):
+        if all((outdir / f".lock-{m}").exists() for m in ALL) and recorded(outdir):
             return
         time.sleep(0.05)
-    pytest.fail(f"no record of {mode or 'any mode'} in time")
+    pytest.fail("the runs did not start in time")
+
+
+def kill_one(procs: dict[str, subprocess.Popen], rng: random.Random) -> str:
+    """SIGKILL a run that is still running (one that ends just before does not count)."""
+    while running := [m for m, p in procs.items() if p.poll() is None]:
+        mode = rng.choice(running)
+        procs[mode].send_signal(signal.SIGKILL)
+        if procs[mode].wait() == -signal.SIGKILL:
+            return mode
+    pytest.fail("every run ended before it could be killed")
 
 
 def registry(action: str) -> None:
@@ -89,23 +96,19 @@ def test_four_modes_and_a_census_at_once_killed_resumed_and_a_registry_outage(la
     rng = random.Random()
     expected = Counter({(m, i): 1 for m in MODES for i in range(ITERS)})
     expected.update({("census", i): 1 for i in range(2 * REPEAT)})
-    procs = {m: start(manifest, outdir, m, 0) for m in (*MODES, "census")}
+    procs = {m: start(manifest, outdir, m, 0) for m in ALL}
     try:
-        deadline = time.time() + 120
-        wait_for(outdir, None, deadline)
+        wait_until_all_run(outdir)
         registry("stop")  # mid-way: whoever resolves an image now records infra
         try:
-            procs["basic"].send_signal(signal.SIGKILL)
+            first = kill_one(procs, rng)
             time.sleep(rng.uniform(0.5, 1.5))
         finally:
             registry("start")
-        assert procs["basic"].wait() == -signal.SIGKILL  # killed mid-run, not after its end
-        procs["basic"] = start(manifest, outdir, "basic", 1)
-        wait_for(outdir, "census", deadline)
-        time.sleep(rng.uniform(0.0, 0.5))  # its other iterations take seconds yet
-        procs["census"].send_signal(signal.SIGKILL)
-        assert procs["census"].wait() == -signal.SIGKILL
-        procs["census"] = start(manifest, outdir, "census", 1)
+        procs[first] = start(manifest, outdir, first, 1)
+        time.sleep(rng.uniform(0.5, 2.0))
+        second = kill_one(procs, rng)
+        procs[second] = start(manifest, outdir, second, 2 if second == first else 1)
         for p in procs.values():
             p.wait(timeout=180)
     finally:
@@ -114,15 +117,15 @@ def test_four_modes_and_a_census_at_once_killed_resumed_and_a_registry_outage(la
             p.kill()
     # every mode again, all at once, redoing its infra records: rewrites of records.jsonl
     # beside the others' appends
-    again = {m: start(manifest, outdir, m, 2) for m in (*MODES, "census")}
+    again = {m: start(manifest, outdir, m, 3) for m in ALL}
     for m, p in again.items():
-        assert p.wait(timeout=180) == 0, (tmp_path / f"{m}.2.err").read_text()
+        assert p.wait(timeout=180) == 0, (tmp_path / f"{m}.3.err").read_text()
     got = recorded(outdir)
     assert Counter((m, i) for m, i, _ in got) == expected  # each exactly once
     assert [r for r in got if r[2] == "infra"] == []
     assert len(list(records.read(outdir))) == len(got)
     done = cli("records", "check", str(outdir))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith(f": {len(got)} records, {len(MODES) + 1} modes, ok")
+    assert done.stdout.strip().endswith(f": {len(got)} records, {len(ALL)} modes, ok")
     time.sleep(0.5)
     assert our_jobs() == []
