@@ -7,9 +7,11 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from harness.errors import HarnessError, Terminated
+from harness.usage import Parser
 
 DEFAULT_LAUNCHER = os.environ.get("HARNESS_LAUNCHER", "mpirun")
 # A deployment sets the outdir (and the manifest: select/manifest.py) once for every shell, as
@@ -185,7 +187,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser = Parser(prog="harness", description=__doc__)
     parser.add_argument("--version", action="version", version=f"harness {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -639,7 +641,14 @@ def _execute(exp, chosen: str | None = None) -> None:
     included; one line per iteration when stdout is not a terminal."""
     from collections import Counter
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from harness.judge.reasons import counts_in_rate
     from harness.run import runner
@@ -651,12 +660,13 @@ def _execute(exp, chosen: str | None = None) -> None:
     # an infra record is redone: not counted as done
     counts = Counter({k: n for k, n in recorded.items() if counts_in_rate(k)})
     if not sys.stdout.isatty():
+        eta = _Eta(cfg.iters - sum(counts.values()))
 
         def line(rec) -> None:
             counts[rec.reason] += 1
             print(
-                f"{cfg.mode} {rec.iteration + 1}/{cfg.iters} {rec.image} {rec.reason}: "
-                f"{rec.evidence}",
+                f"{cfg.mode} {rec.iteration + 1}/{cfg.iters} {eta.tick()} {rec.image} "
+                f"{rec.reason}: {rec.evidence}",
                 flush=True,
             )
 
@@ -668,6 +678,8 @@ def _execute(exp, chosen: str | None = None) -> None:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[counts]}"),
         TextColumn("[dim]{task.fields[now]}"),
         transient=False,
@@ -689,6 +701,19 @@ def _execute(exp, chosen: str | None = None) -> None:
         runner.execute(exp, on_record=on_record)
         progress.update(task, now="")
     _summary(cfg, counts)
+
+
+class _Eta:
+    """The time left of a run, from the mean time of its iterations so far in this process."""
+
+    def __init__(self, todo: int) -> None:
+        self.todo, self.done, self.start = todo, 0, time.monotonic()
+
+    def tick(self) -> str:
+        self.done += 1
+        left = max(0, self.todo - self.done) * (time.monotonic() - self.start) / self.done
+        minutes, seconds = divmod(round(left), 60)
+        return f"(eta {minutes // 60}:{minutes % 60:02d}:{seconds:02d})"
 
 
 def short_name(image: str) -> str:

@@ -218,20 +218,16 @@ def test_devlog_flux_view_glibc_is_os_abi():
         GLIBC_FLUX,
         "flux: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.33' not found (required by flux)",
     )
-    # Flux itself (the operator's, bound into the image) cannot load: the application never
-    # ran, so the infrastructure's line decides, and says so
-    assert classify(text) == Classification(
-        "os-abi", INFRA_PREFIX + GLIBC_FLUX, source="infrastructure"
-    )
+    # Flux itself (the operator's, bound into the image) cannot load there: a program of the
+    # stack that runs inside the image failing to load is the image's ABI failure
+    assert classify(text) == Classification("os-abi", GLIBC_FLUX, source="application")
 
 
 def test_devlog_flux_broker_glibcxx_is_os_abi():
     text = lines(FLUX_PREAMBLE[1:5], GLIBCXX_BROKER)
     # the line is longer than the evidence limit: evidence is its first 300 characters
     assert len(GLIBCXX_BROKER) > 300
-    assert classify(text) == Classification(
-        "os-abi", INFRA_PREFIX + GLIBCXX_BROKER[:300], source="infrastructure"
-    )
+    assert classify(text) == Classification("os-abi", GLIBCXX_BROKER[:300], source="application")
 
 
 def test_devlog_missing_libcuda_is_gpu_not_os_abi_nor_missing_binary():
@@ -502,9 +498,9 @@ def test_minicluster_clean_run_has_no_note():
     assert c == Classification("success", LAB_OK[2])
 
 
-def test_minicluster_only_the_infrastructure_failed_flux_cannot_load():
-    # the operator's Flux, bound into an image with an older C library, fails before anything
-    # of the application ran: that is the reason, and the evidence says whose line it was
+def test_minicluster_flux_cannot_load_in_the_image_is_the_images():
+    # the operator's Flux, bound into an image with an older C library, cannot load there after
+    # the submission: the stack runs inside the image, so it is the image's ABI failure
     text = minicluster_log(
         [
             GLIBC_FLUX,
@@ -515,12 +511,36 @@ def test_minicluster_only_the_infrastructure_failed_flux_cannot_load():
         rc=1,
     )
     c = classify(text)
-    assert c == Classification("os-abi", INFRA_PREFIX + GLIBC_FLUX, source="infrastructure")
+    assert c == Classification("os-abi", GLIBC_FLUX, source="application")
     # the broker of another install, by its path
     c = classify(minicluster_log([GLIBCXX_BROKER], helper=None, rc=1))
-    assert c == Classification(
-        "os-abi", INFRA_PREFIX + GLIBCXX_BROKER[:300], source="infrastructure"
-    )
+    assert c == Classification("os-abi", GLIBCXX_BROKER[:300], source="application")
+
+
+# Lines written for the rule (not copied from any log): the view's programs of a MiniCluster
+# whose view is newer than the image, after the submission, beside a wrapper's helper of the
+# wrong architecture. The loader's refusal is the image's (os-abi), whatever program it names;
+# the helper's Exec format error is the infrastructure's and stays a note.
+IN_IMAGE_LOADER = [
+    "flux: /lib64/libc.so.6: version `GLIBC_2.34' not found (required by flux)",
+    "/mnt/flux/view/libexec/flux/cmd/flux-shell: /lib64/libc.so.6: version `GLIBC_2.32' not "
+    "found (required by /mnt/flux/view/lib/libflux-core.so.2)",
+    "/mnt/flux/view/bin/flux: error while loading shared libraries: libzmq.so.5: cannot open "
+    "shared object file: No such file or directory",
+    "flux-shell: /usr/lib64/libstdc++.so.6: version `GLIBCXX_3.4.29' not found (required by "
+    "/mnt/flux/view/lib/flux/libpmi.so)",
+]
+WRONG_ARCH_HELPER = "/mnt/flux/view/bin/wait-helper: cannot execute binary file: Exec format error"
+
+
+@pytest.mark.parametrize("line", IN_IMAGE_LOADER)
+def test_a_stack_program_that_cannot_load_in_the_image_is_os_abi(line):
+    text = minicluster_log([WRONG_ARCH_HELPER, line], helper=None, rc=1)
+    c = classify(text)
+    assert (c.reason, c.evidence, c.source) == ("os-abi", line[:300], "application")
+    # before the submission the same line is the operator's (its broker start, the view copy)
+    before = lines(line, "🌀 Submit Mode: flux start -o --config x flux submit -n2 lmp -in in.lj")
+    assert classify(before).source == "infrastructure"
 
 
 def test_only_the_wrapper_ran_and_its_helper_failed():

@@ -129,5 +129,44 @@ def test_one_line_per_iteration_when_not_a_terminal(lab, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert [line.split()[:2] for line in lines] == [["random", "1/2"], ["random", "2/2"]]
     assert all("openmpi-debian-12-amd64 success" in line for line in lines)
+    # the time left, from the iterations so far: none after the last
+    assert [line.split()[2:4] for line in lines][-1] == ["(eta", "0:00:00)"]
+    assert lines[0].split()[2] == "(eta" and lines[0].split()[3] != "0:00:00)"
     recs = [json.loads(x) for x in (tmp_path / "out/records.jsonl").read_text().splitlines()]
     assert len(recs) == 2
+
+
+def every_command() -> list[tuple[str, ...]]:
+    paths = [path for path, _ in subparsers(cli.build_parser()) if path]
+    own = [tuple(name.split()) for name, _ in own_parsers()]
+    return sorted(set(paths) | set(own))
+
+
+def test_every_subcommand_has_its_own_help():
+    from tests.conftest import cli as run_cli
+
+    for path in every_command():
+        proc = run_cli(*path, "--help")
+        assert proc.returncode == 0, (path, proc.stderr)
+        assert proc.stdout.startswith(f"usage: harness {' '.join(path)} "), (path, proc.stdout)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["run"], "required: --mode"),
+        (["run", "--mode", "basic", "--iters", "abc"], "--iters: invalid int value"),
+        (["report"], "required: outdirs"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["records"], "required: records_command"),
+        (["census", "--np"], "--np: expected one argument"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, fragment):
+    from tests.conftest import cli as run_cli
+
+    proc = run_cli(*argv)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("harness: error: ") and fragment in line, line
+    assert "usage:" not in proc.stderr

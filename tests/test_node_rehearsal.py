@@ -60,11 +60,18 @@ def node_sif() -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The checkout under test as a wheel, installed into the image at each use."""
+    """The checkout under test as a wheel, installed into the image at each use; built from a
+    copy of the sources, so nothing of an earlier build in the checkout gets into it."""
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src") / "compat-harness"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "results", "*.egg-info", "*.sif"),
+    )
     subprocess.run(
         ["python3", "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), "."],
-        cwd=ROOT,
+        cwd=src,
         check=True,
         capture_output=True,
     )

@@ -15,6 +15,9 @@ provenance.yaml):
   (``broker.info[0]: ...``), Flux's own programs reporting about themselves (``flux: ...``,
   ``.../flux-broker: ...``), the operator's wait script and helpers, programs of the
   operator's Flux view, and Apptainer's INFO/WARNING/VERBOSE/DEBUG chatter;
+* except, after the submission line, a loader's refusal (``version `GLIBC_2.34' not found
+  (required by flux)``): a program of the stack that runs inside the image and cannot load
+  there is the image's failure, whatever its name (``in_image`` patterns);
 * every other line is the application's.
 
 The classifier (classify.py) judges by the application's lines and lets infrastructure lines
@@ -66,6 +69,7 @@ class _Patterns:
     submission: re.Pattern[str]
     lines: tuple[LinePattern, ...]
     any_line: re.Pattern[str]  # the alternation of all `lines` (one search per line)
+    in_image: re.Pattern[str]  # the alternation of `in_image`: the application's after all
 
 
 def _compile(pattern: object, where: str) -> re.Pattern[str]:
@@ -85,18 +89,27 @@ def parse(data: object) -> _Patterns:
     if not isinstance(sub, dict) or not isinstance(sub.get("needle"), str) or not sub["needle"]:
         raise HarnessError(f"{DATA}: 'submission' needs a 'needle' and a 'regex'")
     submission = _compile(sub.get("regex"), "submission")
-    items = data.get("lines", [])
+    lines = _line_patterns(data, "lines")
+    in_image = _line_patterns(data, "in_image")
+    return _Patterns(sub["needle"], submission, lines, _any(lines), _any(in_image))
+
+
+def _line_patterns(data: dict, key: str) -> tuple[LinePattern, ...]:
+    items = data.get(key, [])
     if not isinstance(items, list):
-        raise HarnessError(f"{DATA}: 'lines' must be a list")
-    lines: list[LinePattern] = []
+        raise HarnessError(f"{DATA}: '{key}' must be a list")
+    out: list[LinePattern] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise HarnessError(f"{DATA}: lines[{i}] needs a 'name' and a 'regex'")
+            raise HarnessError(f"{DATA}: {key}[{i}] needs a 'name' and a 'regex'")
         name = item["name"]
         why = " ".join(str(item.get("why", "")).split())
-        lines.append(LinePattern(name, why, _compile(item.get("regex"), f"lines: {name}")))
-    any_line = re.compile("|".join(f"(?:{p.regex.pattern})" for p in lines) or r"(?!)")
-    return _Patterns(sub["needle"], submission, tuple(lines), any_line)
+        out.append(LinePattern(name, why, _compile(item.get("regex"), f"{key}: {name}")))
+    return tuple(out)
+
+
+def _any(patterns: tuple[LinePattern, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p.regex.pattern})" for p in patterns) or r"(?!)")
 
 
 @cache
@@ -167,7 +180,9 @@ class Provenance:
 
     def source(self, start: int, line: str) -> str:
         """APPLICATION or INFRASTRUCTURE for `line`, which begins at offset `start`."""
-        if start < self.app_start or is_infrastructure(line):
+        if start < self.app_start:
+            return INFRASTRUCTURE
+        if is_infrastructure(line) and not _patterns().in_image.search(line):
             return INFRASTRUCTURE
         return APPLICATION
 

@@ -1,16 +1,22 @@
-"""The container runtime (Apptainer or Singularity) and the SIF cache, through spython.
+"""The container runtime (Apptainer or Singularity) and the SIF cache.
 
 Pulls go to a cache keyed by image reference and registry digest (asked once per run): a cached
 image is not pulled again, and a tag that moved to a new digest is. Names that carry a scheme
 (`docker://...`) and multi-arch indexes have no digest here and are cached by name. A pull writes
-to a temporary name and is renamed into place, so a crash mid-pull never leaves a half image.
+to a temporary name and is renamed into place, so a crash mid-pull never leaves a half image,
+and an interrupted pull takes its puller and its temporary file with it: the puller runs in a
+process group of its own that the harness stops (spython's pull runs the puller in the
+harness's group with no handle to stop it, so it outlived a SIGTERM by seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -40,16 +46,38 @@ class Pulled:
 
 
 def executable() -> str:
-    """The runtime's path; spython runs the command named `singularity`, so that must exist too."""
+    """The runtime's path: Apptainer, else Singularity."""
     for name in ("apptainer", "singularity"):
         if path := shutil.which(name):
-            if shutil.which("singularity") is None:
-                raise HarnessError(
-                    f"{name} is installed but spython needs a command named 'singularity' "
-                    f"on PATH (link it to {path})"
-                )
             return path
     raise HarnessError("no container runtime: neither apptainer nor singularity is on PATH")
+
+
+def registry_host(name: str) -> str | None:
+    """The registry a reference is pulled from: its first component for a bare name or an
+    `oras://`/`docker://` one naming a host (a dot, a port or localhost), Docker Hub for other
+    `docker://` names; None for a local file and the other schemes."""
+    scheme, sep, rest = name.partition("://")
+    if not sep:
+        scheme, rest = "", name
+    if scheme not in ("", "oras", "docker") or (not scheme and is_local(name)):
+        return None
+    first, slash, _ = rest.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "registry-1.docker.io" if scheme == "docker" else first
+
+
+def answers(name: str) -> bool:
+    """Whether the registry of `name` answers now (any HTTP answer counts; no answer does not)."""
+    host = registry_host(name)
+    if host is None:
+        return True
+    try:
+        probe_registry(host + "/")
+    except RegistryUnreachable:
+        return False
+    return True
 
 
 def is_local(name: str) -> bool:
@@ -57,9 +85,23 @@ def is_local(name: str) -> bool:
     return name.endswith(".sif") and ":" not in name.rsplit("/", 1)[-1]
 
 
+MAX_KEY = 200  # a file name stays under the 255 bytes filesystems allow
+
+
+def cache_key(name: str, digest: str | None) -> str:
+    """The cache's file name stem for an image: readable, and short enough for any filesystem
+    (a long name keeps its start and gets a hash of the whole)."""
+    key = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    if len(key) > MAX_KEY:
+        key = key[: MAX_KEY - 17] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{key}@{digest.split(':', 1)[-1][:16]}" if digest else key
+
+
 class ImageCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else user_cache("sif")
+        if self.root.exists() and not self.root.is_dir():
+            raise HarnessError(f"SIF cache {self.root}: not a directory")
         self._client = None
         self._resolved: dict[str, tuple[str, str | None]] = {}
 
@@ -111,34 +153,56 @@ class ImageCache:
                 time.perf_counter() - start,
                 False,
                 f"pull {name}: {text}",
-                unreachable=isinstance(exc, RegistryUnreachable),
+                unreachable=isinstance(exc, RegistryUnreachable) or not answers(name),
             )
-        key = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-        if digest:
-            key += "@" + digest.split(":", 1)[-1][:16]
+        key = cache_key(name, digest)
         target = self.root / f"{key}.sif"
         if target.is_file():
             return Pulled(target, digest, time.perf_counter() - start, True)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"SIF cache {self.root}: {exc.strerror}") from None
         tmp = self.root / f".pull-{os.getpid()}-{threading.get_ident()}-{key}.sif"
-        error = _spython_pull(uri, tmp)
+        error = _pull(uri, tmp)
         if error is None and tmp.is_file():
             os.replace(tmp, target)
             return Pulled(target, digest, time.perf_counter() - start, False)
         tmp.unlink(missing_ok=True)
+        # A puller's error says little about whose fault it was: a registry that answers and
+        # refuses is the image's (`pull`); one that no longer answers is an outage (redone).
         return Pulled(
-            None, digest, time.perf_counter() - start, False, error or "pull produced no file"
+            None,
+            digest,
+            time.perf_counter() - start,
+            False,
+            error or "pull produced no file",
+            unreachable=not answers(name),
         )
 
 
-def _spython_pull(uri: str, dest: Path) -> str | None:
-    """Pull with spython; its return value is a path even on failure, so keep its stderr."""
-    from spython.main import Client
-
-    lines: list[str] = []
+def _pull(uri: str, dest: Path) -> str | None:
+    """`apptainer pull` of `uri` to `dest`; None, or the puller's own output when it failed.
+    Interrupted (Ctrl-C, SIGTERM, an error), the puller's whole group is killed and waited for
+    and the partial file removed before the interruption goes on."""
+    argv = [executable(), "--quiet", "pull", "--force", str(dest), uri]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     try:
-        _, stream = Client.pull(uri, name=str(dest), stream=True, force=True, quiet=True)
-        lines.extend(stream)
-    except subprocess.CalledProcessError:
-        return "".join(lines).strip() or f"pull of {uri} failed"
+        output, _ = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        dest.unlink(missing_ok=True)
+        raise
+    if proc.returncode != 0:
+        return output.strip() or f"pull of {uri} failed (exit {proc.returncode})"
     return None
