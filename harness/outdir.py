@@ -164,7 +164,7 @@ class Outdir:
         path = self.records_file
         try:
             fh = path.open("rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no outdir yet, or none can be
             yield None
             return
         except IsADirectoryError:
