@@ -189,8 +189,8 @@ def test_status_counts_infra_as_still_to_do(tmp_path):
     assert (row.done, row.redo) == (2, 1)
     assert row.reasons == {"success": 1, "infra": 1, "os-abi": 1}
     header, line = status(tmp_path).splitlines()
-    assert header.split()[:4] == ["mode", "done", "to", "redo"]
-    assert line.split()[:3] == ["basic", "2", "1"]
+    assert header.split()[:4] == ["mode", "done", "of", "redo"]
+    assert line.split()[:4] == ["basic", "2", "-", "1"]
 
 
 def test_records_check_names_the_first_bad_line(tmp_path, capsys):

@@ -72,7 +72,8 @@ def status(outdir: Path) -> str:
     rows = status_rows(outdir)
     if not rows:
         return f"{outdir}: no records yet"
-    header = ["mode", "done", "to redo", "of", "reasons", "last started", "flux job", "state"]
+    # redo: iterations recorded as infra, which the next run of the mode redoes
+    header = ["mode", "done", "of", "redo", "reasons", "last started", "flux job", "state"]
     table = [header]
     for r in rows:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items())) or "-"
@@ -80,8 +81,8 @@ def status(outdir: Path) -> str:
             [
                 r.mode,
                 str(r.done),
-                str(r.redo),
                 str(r.target) if r.target else "-",
+                str(r.redo),
                 reasons,
                 r.last or "-",
                 r.job or "-",
