@@ -141,8 +141,7 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
 def _outdir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--outdir",
-        type=Path,
-        default=Path(DEFAULT_OUTDIR),
+        default=DEFAULT_OUTDIR,
         help="where records and logs go (default: $HARNESS_OUTDIR, else results)",
     )
 
@@ -264,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _launch_args(p)
 
     p = sub.add_parser("status", help="progress of a run directory, from its records")
-    p.add_argument("outdir", type=Path, help="the run directory")
+    p.add_argument("outdir", help="the run directory")
 
     # prepull, artifact create and lab * parse their own arguments (their --help included)
     p = sub.add_parser(
@@ -295,14 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--export-fom", type=Path, help="write every figure of merit with its unit to this CSV"
     )
 
-    p = sub.add_parser("records", help="run records: repair an outdir's records.jsonl")
+    p = sub.add_parser("records", help="run records: check or repair an outdir's records.jsonl")
     rsub = p.add_subparsers(dest="records_command", required=True)
+    r = rsub.add_parser(
+        "check",
+        help="validate records.jsonl line by line: the first bad line (exit 2), else the count",
+    )
+    r.add_argument("outdir", help="the run directory")
     r = rsub.add_parser(
         "repair",
         help="keep the first valid record per (mode, iteration); move the rest to "
         "records.rejected.jsonl",
     )
-    r.add_argument("outdir", type=Path, help="the run directory")
+    r.add_argument("outdir", help="the run directory")
 
     p = sub.add_parser("artifact", help="compatibility artifacts")
     asub = p.add_subparsers(dest="artifact_command", required=True)
@@ -555,13 +559,14 @@ def _ranks(args) -> int:
 
 
 def _run_config(args, mode: str, iters: int):
+    from harness.outdir import outdir_path
     from harness.run import runner
 
     return runner.RunConfig(
         manifests=args.manifests,
         mode=mode,
         iters=iters,
-        outdir=args.outdir,
+        outdir=outdir_path(args.outdir),
         seed=args.seed,
         executor=args.executor,
         launcher=args.launcher,
@@ -595,11 +600,11 @@ def cmd_run(args) -> int:
         from harness.run.executors.flux import detach
 
         jobid = detach(
-            sys.argv[1:], args.outdir, args.mode, args.iters, uri=cfg.executor_options.get("uri")
+            sys.argv[1:], cfg.outdir, args.mode, args.iters, uri=cfg.executor_options.get("uri")
         )
         print(
             f"harness run submitted as Flux job {jobid}; follow it with: harness status "
-            f"{args.outdir}\n{jobid}"
+            f"{cfg.outdir}\n{jobid}"
         )
         return 0
     _execute(runner.prepare(cfg), chosen)
@@ -645,17 +650,15 @@ def _execute(exp, chosen: str | None = None) -> None:
         TimeRemainingColumn,
     )
 
-    from harness import records
     from harness.judge.reasons import counts_in_rate
     from harness.run import runner
 
     _say(chosen)
     warn_skipped(exp.skipped)
     cfg = exp.cfg
-    counts: Counter = Counter()
-    for rec in records.read(cfg.outdir):  # an infra record is redone: not counted as done
-        if rec.mode == cfg.mode and rec.iteration < cfg.iters and counts_in_rate(rec.reason):
-            counts[rec.reason] += 1
+    recorded = exp.index.mode(cfg.mode).counts(below=cfg.iters)
+    # an infra record is redone: not counted as done
+    counts = Counter({k: n for k, n in recorded.items() if counts_in_rate(k)})
     if not sys.stdout.isatty():
         eta = _Eta(cfg.iters - sum(counts.values()))
 
@@ -731,9 +734,10 @@ def _summary(cfg, counts) -> None:
 
 
 def cmd_status(args) -> int:
+    from harness.outdir import outdir_path
     from harness.run.status import status
 
-    print(status(args.outdir))
+    print(status(outdir_path(args.outdir)))
     return 0
 
 
@@ -797,9 +801,16 @@ def cmd_report(args) -> int:
 
 def cmd_records(args) -> int:
     from harness import records
+    from harness.outdir import outdir_path
+    from harness.record_index import check
 
-    kept, rejected = records.repair_all(args.outdir)
-    print(f"{args.outdir}: kept {kept} records, moved {rejected} to {records.REJECTED_FILE}")
+    outdir = outdir_path(args.outdir)
+    if args.records_command == "check":
+        n, modes = check(outdir)
+        print(f"{records.records_path(outdir)}: {n} records, {modes} modes, ok")
+        return 0
+    kept, rejected = records.repair_all(outdir)
+    print(f"{outdir}: kept {kept} records, moved {rejected} to {records.REJECTED_FILE}")
     return 0
 
 

@@ -1,15 +1,17 @@
-"""Run records: one JSON line per iteration, appended atomically, versioned like ReFrame's.
+"""Run records: the schema of one JSON line per iteration, versioned like ReFrame's, and the
+typed views of records.jsonl.
 
 The schema is documented in docs/records.md and published as JSON Schema in
-docs/record.schema.json; bump SCHEMA when a field changes meaning. Every reader (resume, report,
-status, predict) goes through `read()`, which returns typed Records and names the file and line
-of anything that is not one.
+docs/record.schema.json; bump SCHEMA when a field changes meaning. The bytes and locks of
+records.jsonl belong to harness.outdir.Outdir; this module says what a line means. Every reader
+(resume and status through harness.record_index, report, predict) parses lines with `parse()`
+and names the file and line of anything that is not a record.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,16 +19,16 @@ from pathlib import Path
 import orjson
 
 from harness.errors import HarnessError
-from harness.files import atomic_write
+from harness.outdir import CENSUS_FILE as CENSUS_FILE  # re-exported for their readers
+from harness.outdir import CENSUS_MODE, Outdir
+from harness.outdir import RECORDS_FILE as RECORDS_FILE
+from harness.outdir import REJECTED_FILE as REJECTED_FILE
 
 SCHEMA = "compat-harness/record/2"
 # Schemas this reader understands: record/1 lacks the provenance and step fields (defaults).
 READABLE = ("compat-harness/record/1", SCHEMA)
-RECORDS_FILE = "records.jsonl"
-REJECTED_FILE = "records.rejected.jsonl"
 # A census (every image in turn, harness census) records mode CENSUS and writes CENSUS_FILE.
-CENSUS = "census"
-CENSUS_FILE = "census.json"
+CENSUS = CENSUS_MODE
 CENSUS_SCHEMA = "compat-harness/census/1"
 
 
@@ -142,132 +144,158 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "figures": dict,
     "reason": str,
     "evidence": str,
+    "started_at": str,
     "events": list,
     "steps": dict,
 }
 
 
-def records_path(outdir: Path) -> Path:
-    return Path(outdir) / RECORDS_FILE
+# The seeds a record holds: a 64-bit signed integer, what every JSON reader of records reads.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+DENSE_SLACK = 1 << 16  # how far past the known iterations an array grows before a dict holds one
 
 
-def append(outdir: Path, record: Record) -> None:
-    """Append one record with a single write() of a whole line, then fsync.
+class Outcomes:
+    """A small code (1..65535; 0 is none) per iteration of one mode: an array for the
+    iterations runs write (0, 1, 2, ...), a dict for a stray far one, so that memory follows the
+    iterations of the mode, not the size of the file."""
 
-    A crash can only leave a truncated last line, which read() drops, so resuming reruns
-    exactly that iteration: no record is lost or duplicated.
-    """
-    path = records_path(outdir)
-    created = not path.exists()
+    def __init__(self, dense: array | None = None, sparse: dict[int, int] | None = None) -> None:
+        self.dense = dense if dense is not None else array("H")
+        self.sparse = sparse or {}
+
+    def get(self, i: int) -> int:
+        return self.dense[i] if i < len(self.dense) else self.sparse.get(i, 0)
+
+    def set(self, i: int, code: int) -> None:
+        n = len(self.dense)
+        if n <= i < 2 * n + DENSE_SLACK:
+            self.dense.frombytes(bytes(self.dense.itemsize * (i + 1 - n)))
+            for k in [k for k in self.sparse if k <= i]:
+                self.dense[k] = self.sparse.pop(k)
+        if i < len(self.dense):
+            self.dense[i] = code
+        else:
+            self.sparse[i] = code
+
+    def count(self, code: int, below: int | None = None) -> int:
+        """How many iterations (below `below`, if given) have `code`."""
+        dense = self.dense if below is None else self.dense[:below]
+        sparse = sum(
+            1 for k, c in self.sparse.items() if c == code and (below is None or k < below)
+        )
+        return dense.count(code) + sparse
+
+
+def records_path(outdir: Outdir | Path | str) -> Path:
+    return Outdir.of(outdir).records_file
+
+
+def parse(raw: bytes) -> Record:
+    """The Record of one line; ValueError (or TypeError) says what is wrong with it."""
+    try:
+        data = orjson.loads(raw)  # orjson: 3-4x json.loads
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    return Record.from_dict(data)
+
+
+def parse_line(raw: bytes, path: Path, number: int) -> Record:
+    """The Record of line `number` of `path`; HarnessError naming both when it is none."""
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise HarnessError(
+            f"{path} line {number}: not a harness record ({exc}); "
+            f"`harness records repair {path.parent}` sets such lines aside"
+        ) from None
+
+
+def second_record(path: Path, number: int, rec: Record) -> HarnessError:
+    return HarnessError(
+        f"{path} line {number}: a second record for mode {rec.mode} iteration {rec.iteration}; "
+        f"`harness records repair {path.parent}` keeps the first"
+    )
+
+
+def read(outdir: Outdir | Path | str) -> Iterator[Record]:
+    """The records of an outdir, in file order, typed, in one pass; a torn last line (a writer
+    died mid-write) is skipped. HarnessError names the file and line of a line that is not a
+    record, and of a second record for the same (mode, iteration)."""
+    out = Outdir.of(outdir)
+    seen: dict[str, Outcomes] = {}
+    for number, raw in out.lines():
+        rec = parse_line(raw, out.records_file, number)
+        marks = seen.setdefault(rec.mode, Outcomes())
+        if marks.get(rec.iteration):
+            raise second_record(out.records_file, number, rec)
+        marks.set(rec.iteration, 1)
+        yield rec
+
+
+def _line(record: Record) -> bytes:
+    """The line of `record`, checked to read back: never write what the reader refuses."""
     line = (record.to_json() + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(line)
-        while view:  # a regular file takes it in one write; a short write must not tear it
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        fsync_dir(path.parent)  # the new file's name survives a crash too
+        parse(line)
+    except (ValueError, TypeError) as exc:
+        raise HarnessError(
+            f"the record of mode {record.mode} iteration {record.iteration} would not read back "
+            f"({exc}); it was not written"
+        ) from None
+    return line
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def append(outdir: Outdir | Path | str, record: Record) -> None:
+    """Append one record (one write of a whole line, fsynced, under .lock-records)."""
+    Outdir.of(outdir).append(_line(record))
 
 
-def read(outdir: Path) -> Iterator[Record]:
-    """The records of an outdir, in file order, typed; a torn last line (crash mid-write) is
-    skipped. HarnessError names the file and line of a line that is not a record, and of a
-    second record for the same (mode, iteration)."""
-    path = records_path(outdir)
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise HarnessError(f"{path}: not a file")
-    seen: set[tuple[str, int]] = set()
-    try:
-        with path.open("rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.endswith(b"\n"):
-                    break  # torn by a crash: the next run cuts it
-                try:
-                    rec = Record.from_dict(orjson.loads(raw))  # orjson: 3-4x json.loads
-                except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-                    raise HarnessError(
-                        f"{path} line {number}: not a harness record ({exc}); "
-                        f"`harness records repair {path.parent}` sets such lines aside"
-                    ) from None
-                key = (rec.mode, rec.iteration)
-                if key in seen:
-                    raise HarnessError(
-                        f"{path} line {number}: a second record for mode {rec.mode} iteration "
-                        f"{rec.iteration}; `harness records repair {path.parent}` keeps the first"
-                    )
-                seen.add(key)
-                yield rec
-    except OSError as exc:
-        raise HarnessError(f"{path}: {exc.strerror or exc}") from None
+def replace(outdir: Outdir | Path | str, *redone: Record) -> None:
+    """Put each record in place of the record of the same (mode, iteration): iterations redone
+    because the infrastructure failed. records.jsonl is rewritten once, under .lock-records, so
+    no other mode's append can be lost; a record no longer there is appended."""
+    out = Outdir.of(outdir)
+    new = {(r.mode, r.iteration): _line(r) for r in redone}
+    modes = {r.mode.encode() for r in redone}
 
-
-def of_mode(outdir: Path, mode: str) -> list[Record]:
-    return [r for r in read(outdir) if r.mode == mode]
-
-
-def repair(outdir: Path) -> None:
-    """Cut a torn last line left by a crash so that the next append starts on a fresh line.
-    Call it only while holding the mode lock: a running harness may be mid-append."""
-    path = records_path(outdir)
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        with path.open("r+b") as fh:
-            fh.truncate(keep)
-            os.fsync(fh.fileno())
-
-
-def replace(outdir: Path, record: Record) -> None:
-    """Put `record` in place of the record of the same (mode, iteration): an iteration redone
-    because the infrastructure failed. Rewrites the file atomically (call it under the lock)."""
-    path = records_path(outdir)
-    lines = path.read_bytes().splitlines(keepends=True)
-    new = (record.to_json() + "\n").encode()
-    out = []
-    for raw in lines:
-        data = orjson.loads(raw)
-        same = data.get("mode") == record.mode and data.get("iteration") == record.iteration
-        out.append(new if same else raw)
-    atomic_write(path, b"".join(out))
-
-
-def repair_all(outdir: Path) -> tuple[int, int]:
-    """`harness records repair`: keep the first valid record per (mode, iteration), append
-    every other line to records.rejected.jsonl; returns (kept, rejected). Takes every mode's
-    lock is not possible from here, so run it when no harness writes the outdir."""
-    path = records_path(outdir)
-    if not path.is_file():
-        raise HarnessError(f"{path}: no records to repair")
-    kept, rejected, seen = [], [], set()
-    for raw in path.read_bytes().splitlines(keepends=True):
+    def edit(raw: bytes) -> bytes | None:
+        if not raw.endswith(b"\n"):
+            return None  # torn by a writer that died: set aside
+        if not any(m in raw for m in modes):  # a cheap test before parsing
+            return raw
         try:
-            rec = Record.from_dict(orjson.loads(raw))
-        except (orjson.JSONDecodeError, ValueError, TypeError):
-            rejected.append(raw if raw.endswith(b"\n") else raw + b"\n")
-            continue
-        if (rec.mode, rec.iteration) in seen:
-            rejected.append(raw)
-            continue
-        seen.add((rec.mode, rec.iteration))
-        kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
-    if rejected:
-        with (Path(outdir) / REJECTED_FILE).open("ab") as fh:
-            fh.write(b"".join(rejected))
-            os.fsync(fh.fileno())
-    atomic_write(path, b"".join(kept))
-    return len(kept), len(rejected)
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+        key = (data.get("mode"), data.get("iteration")) if isinstance(data, dict) else None
+        return new.pop(key, raw) if key in new else raw
+
+    out.rewrite(edit)
+    for line in new.values():
+        out.append(line)
+
+
+def repair_all(outdir: Outdir | Path | str) -> tuple[int, int]:
+    """`harness records repair`: keep the first valid record per (mode, iteration), set every
+    other line aside in records.rejected.jsonl; returns (kept, set aside). It holds
+    .lock-records like every writer, so harnesses may keep running meanwhile."""
+    seen: dict[str, Outcomes] = {}
+    counts = {"kept": 0, "aside": 0}
+
+    def edit(raw: bytes) -> bytes | None:
+        try:
+            rec = parse(raw)
+        except (ValueError, TypeError):
+            counts["aside"] += 1
+            return None
+        marks = seen.setdefault(rec.mode, Outcomes())
+        if marks.get(rec.iteration):
+            counts["aside"] += 1
+            return None
+        marks.set(rec.iteration, 1)
+        counts["kept"] += 1
+        return raw
+
+    Outdir.of(outdir).rewrite(edit)
+    return counts["kept"], counts["aside"]

@@ -163,6 +163,9 @@ CASES = {
         ],  # fmt: skip
         "--repeat must be at least 1",
     ),
+    "seed beyond 64 bits": (lambda d: run_args(d, "--seed", str(2**70)), "--seed"),
+    "seed below 64 bits": (lambda d: run_args(d, "--seed", str(-(2**63) - 1)), "out of range"),
+    "outdir empty": (lambda d: [*run_args(d), "--outdir", ""], "the outdir is empty"),
     # artifacts
     "artifact not JSON": (artifact_case("{not json"), "artifact is not JSON"),
     "artifact not a spec": (artifact_case('{"kind": "Other"}'), "not a CompatibilitySpec"),

@@ -1,4 +1,5 @@
-"""Records: appended whole; a torn last line is dropped and repaired, so a resume loses nothing."""
+"""Records: appended whole; a torn last line is skipped by readers and set aside by the next
+writer, so a resume loses nothing."""
 
 from __future__ import annotations
 
@@ -48,24 +49,48 @@ def test_round_trip_and_schema(tmp_path):
     assert rec == make(0)
 
 
-def test_torn_last_line_is_ignored_then_repaired(tmp_path):
+def test_a_torn_last_line_is_skipped_then_set_aside_by_the_next_append(tmp_path):
     records.append(tmp_path, make(0))
     records.append(tmp_path, make(1))
     path = records.records_path(tmp_path)
     whole = path.read_bytes()
-    path.write_bytes(whole + make(2).to_json().encode()[:40])  # crash mid-write
+    torn = make(2).to_json().encode()[:40]
+    path.write_bytes(whole + torn)  # a writer died mid-write
     assert [r.iteration for r in records.read(tmp_path)] == [0, 1]
-    records.repair(tmp_path)
-    assert path.read_bytes() == whole
     records.append(tmp_path, make(2))
     lines = path.read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == [0, 1, 2]
+    assert (tmp_path / records.REJECTED_FILE).read_bytes() == torn + b"\n"
 
 
-def test_modes_are_counted_apart(tmp_path):
+def test_the_same_iteration_of_two_modes_is_two_records(tmp_path):
     records.append(tmp_path, make(0, "basic"))
     records.append(tmp_path, make(0, "random"))
-    assert [r.iteration for r in records.of_mode(tmp_path, "random")] == [0]
+    assert [(r.mode, r.iteration) for r in records.read(tmp_path)] == [("basic", 0), ("random", 0)]
+
+
+def test_replace_puts_a_redone_iteration_in_place_and_sets_a_torn_line_aside(tmp_path):
+    for i in range(3):
+        records.append(tmp_path, make(i))
+    path = records.records_path(tmp_path)
+    with path.open("ab") as fh:
+        fh.write(b'{"torn')
+    redone = make(1)
+    redone.evidence = "redone"
+    records.replace(tmp_path, redone)
+    assert [r.evidence for r in records.read(tmp_path)][1] == "redone"
+    assert len(path.read_text().splitlines()) == 3
+    assert (tmp_path / records.REJECTED_FILE).read_text() == '{"torn\n'
+    records.replace(tmp_path, make(7))  # no longer there (a repair took it): appended
+    assert [r.iteration for r in records.read(tmp_path)] == [0, 1, 2, 7]
+
+
+def test_a_record_the_reader_would_refuse_is_never_written(tmp_path):
+    huge = make(0)
+    huge.seed = 2**70  # beyond what a JSON reader of 64-bit integers reads
+    with pytest.raises(HarnessError, match="would not read back"):
+        records.append(tmp_path, huge)
+    assert not records.records_path(tmp_path).exists()
 
 
 def test_pick_is_reproducible_per_iteration():

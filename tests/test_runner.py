@@ -12,6 +12,8 @@ import pytest
 
 from harness import records
 from harness.errors import HarnessError
+from harness.outdir import Outdir
+from harness.record_index import RecordIndex
 from harness.run import runner
 from tests.replay import GLIBC, GPU, MISSING, SUCCESS
 
@@ -170,7 +172,7 @@ def test_infrastructure_failures_leave_the_rate_and_are_redone(replay, tmp_path)
     lines = records_path.read_text().splitlines()
     lines[1] = infra.to_json()
     records_path.write_text("\n".join(lines) + "\n")
-    assert runner.todo_iterations(records.of_mode(out, "random"), 3) == [1]
+    assert list(RecordIndex.load(out).mode("random").todo(3)) == [1]
     runner.run(config(setup, out, iters=3))
     again = list(records.read(out))
     assert [r.iteration for r in again] == [0, 1, 2]
@@ -190,7 +192,7 @@ def test_cancel_all_stops_every_job_in_flight(replay, tmp_path):
 
     timer = threading.Timer(0.5, interrupt)
     timer.start()
-    runner._iterate(cfg, exp, None)
+    runner.execute(exp)
     timer.join()
     assert done.is_set()
     # every job was stopped at once (137), none ran its 30 s
@@ -205,7 +207,7 @@ def test_census_runs_every_image_and_keeps_each_modes_candidates(replay, tmp_pat
     assert len(recs) == 8 and {r.mode for r in recs} == {"census"}
     ran = [Path(r.image).stem for r in recs]
     assert sorted(ran[:4]) == sorted(IMAGES) and sorted(ran[4:]) == sorted(IMAGES)
-    sets = json.loads((out / runner.CENSUS_FILE).read_text())["modes"]
+    sets = json.loads(Outdir(out).census_file.read_text())["modes"]
     stem = lambda names: sorted(Path(n).stem for n in names)  # noqa: E731
     assert stem(sets["random"]["candidates"]) == sorted(IMAGES)
     assert stem(sets["platform-version"]["candidates"]) == ["gpu-12", "none-12", "ok-12"]
@@ -244,3 +246,18 @@ def test_gpu_images_get_the_hosts_gpu_flag_only_on_a_gpu_host(tmp_path):
     flags = runner.gpu_flags(images, store, nvidia)
     assert {Path(k).stem: v for k, v in flags.items()} == {"gpu-12": ["--nv"]}
     assert runner.gpu_flags(images, store, []) == {}
+
+
+def test_a_refused_census_leaves_census_json_as_it_was(replay, tmp_path):
+    setup = lab(tmp_path)
+    out = Outdir(tmp_path / "out")
+    runner.census(config(setup, out.path, repeat=1))
+    before = out.census_file.read_bytes()
+    more = tmp_path / "modes.yaml"
+    more.write_text("modes: {extra: {keys: [io.archspec.cpu.target]}}\n")
+    refused = pytest.raises(HarnessError, match="another harness run is writing mode census")
+    with out.mode_lock(runner.CENSUS), refused:  # a census still running in this outdir
+        runner.census(config(setup, out.path, repeat=2, mode_file=more))
+    assert out.census_file.read_bytes() == before
+    runner.census(config(setup, out.path, repeat=2, mode_file=more))  # once it is free
+    assert "extra" in json.loads(out.census_file.read_text())["modes"]

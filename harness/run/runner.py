@@ -22,18 +22,13 @@ set on the census's host, from which the report computes each mode's expected su
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
-import os
 import random
 import secrets
 import shutil
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +36,11 @@ from typing import Any, TypeVar
 
 from harness import records
 from harness.errors import HarnessError
-from harness.files import atomic_write
 from harness.judge.application import parse_figures
 from harness.judge.classify import classify
 from harness.judge.faults import Fault
-from harness.judge.reasons import counts_in_rate
+from harness.outdir import Outdir
+from harness.record_index import RecordIndex
 from harness.run.executors import Executor, Job, JobResult, create
 from harness.run.loadcheck import loader_failure
 from harness.run.runtime import ImageCache, Pulled
@@ -53,13 +48,14 @@ from harness.select import host as hostmod
 from harness.select import manifest, matching, modes
 from harness.select.artifacts import ArtifactStore
 
-CENSUS, CENSUS_FILE, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_FILE, records.CENSUS_SCHEMA
+CENSUS, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_SCHEMA
 STEPS = ("pick", "acquire", "launch", "judge")
 # Reasons that may be the symptom of a bound library that does not load in the image (an MPI
 # or PMI that fails to initialise, or a failure no rule names); not e.g. mpi-singleton, where
 # the image's MPI never loads the bound library at all.
 SYMPTOMS = ("mpi", "unknown")
 MIN_FREE_BYTES = 64 * 1024  # below this the job's logs may have been cut short by the disk
+REDO_FLUSH_S = 60.0  # redone records wait at most this long for their rewrite of records.jsonl
 T = TypeVar("T")
 
 
@@ -98,15 +94,6 @@ def census_order(names: list[str], seed: int) -> list[str]:
     order = list(names)
     random.Random(f"{seed}:{CENSUS}").shuffle(order)
     return order
-
-
-def prepare_outdir(outdir: Path) -> None:
-    try:
-        (outdir / "logs").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HarnessError(f"outdir {outdir}: {exc.strerror}") from None
-    if not os.access(outdir, os.W_OK):
-        raise HarnessError(f"outdir {outdir}: not writable")
 
 
 # What a resumed run must share with the records already in the outdir for the same mode:
@@ -162,6 +149,9 @@ class Experiment:
     executor: Executor
     images: ImageCache
     skipped: dict[str, str]  # images excluded for an invalid artifact (--skip-invalid)
+    out: Outdir
+    index: RecordIndex  # what the outdir has recorded: the todo list of a resumed run
+    census: dict | None = None  # census.json of a census, written once the census holds its lock
     gpu_flags: dict[str, list[str]] = field(default_factory=dict)  # image -> e.g. ["--nv"]
     # called as (iteration, image, step) when a step starts: what a progress display shows
     on_step: Callable[[int, str, str], None] | None = None
@@ -206,7 +196,7 @@ class Experiment:
         """What iteration i would run (a dry run): its image and the executor's job, with the
         image named as it would be pulled. Nothing is pulled, run or written."""
         image = self.choose(i).image
-        stdout, stderr = attempt_paths(self.cfg.outdir, self.cfg.mode, i, create=False)
+        stdout, stderr = self.out.attempt_paths(self.cfg.mode, i, create=False)
         job = self.job_for(image, Path(image.name), stdout, stderr)
         return f"{self.cfg.mode} {i}: {image.name}\n{self.executor.preview(job)}"
 
@@ -221,7 +211,7 @@ class Experiment:
         if self.on_step:
             step.announce = lambda name: self.on_step(i, image.name, name)
         model = image.mpi_model or cfg.mpi_model
-        stdout, stderr = attempt_paths(cfg.outdir, cfg.mode, i)
+        stdout, stderr = self.out.attempt_paths(cfg.mode, i)
         pulled = step("acquire", lambda: self.acquire(image.name))
         result: JobResult | None = None
         if pulled.path is None:
@@ -303,16 +293,6 @@ def cause_of(verdict, result: JobResult, sif: Path):
     return replace(verdict, reason="os-abi", evidence=line, note=symptom, source="application")
 
 
-def attempt_paths(outdir: Path, mode: str, i: int, create: bool = True) -> tuple[Path, Path]:
-    """Fresh stdout/stderr paths for one attempt of an iteration: a job left behind by an
-    earlier attempt can never write into the logs a record points to."""
-    logs = outdir / "logs" / mode
-    if create:
-        logs.mkdir(parents=True, exist_ok=True)
-    stem = f"iter-{i:04d}.{uuid.uuid4().hex[:8]}"
-    return logs / f"{stem}.out", logs / f"{stem}.err"
-
-
 def _select(cfg: RunConfig, images, host, store) -> tuple[list[matching.Verdict], float]:
     t0 = time.perf_counter()
     if cfg.mode == CENSUS:  # every image, whatever its artifact says
@@ -332,6 +312,11 @@ def check_options(cfg: RunConfig) -> None:
         raise HarnessError("--np must be at least 1")
     if cfg.max_concurrent < 1:
         raise HarnessError("--max-concurrent must be at least 1")
+    if cfg.seed is not None and not records.SEED_MIN <= cfg.seed <= records.SEED_MAX:
+        raise HarnessError(
+            f"--seed {cfg.seed} is out of range: a record holds a 64-bit signed integer "
+            f"({records.SEED_MIN} to {records.SEED_MAX})"
+        )
     if not cfg.timeout_s > 0 or cfg.timeout_s == float("inf"):  # also refuses nan
         raise HarnessError("--timeout must be a finite positive number of seconds")
     if not modes.NAME.match(cfg.mode):
@@ -357,10 +342,11 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     if executor.needs_sif and not dry_run:  # a preview pulls nothing
         cache.check_registries([v.image.name for v in allowed])
     census_sets = candidate_sets(cfg, images, host, store) if cfg.mode == CENSUS else None
-    previous = records.of_mode(cfg.outdir, cfg.mode)
+    out = Outdir(cfg.outdir)
+    index = RecordIndex.load(out)  # a dry run writes nothing, not even the index
     if not dry_run:
-        prepare_outdir(cfg.outdir)  # only now: bad input above leaves nothing behind
-    before = previous[0] if previous else None
+        out.prepare()  # only now: bad input above leaves nothing behind
+    before = index.mode(cfg.mode).first_record()
     # the model that record's image would get now (an image may set its own)
     image_model = {v.image.name: v.image.mpi_model for v in allowed}.get(
         before.image if before else None
@@ -375,9 +361,11 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
         "candidates": [v.image.name for v in allowed],
     }
     seed = check_resume(cfg, before, now)
-    if census_sets is not None and not dry_run:
-        write_census(cfg, host, census_sets, [v.image.name for v in allowed], seed)
-    exp = Experiment(cfg, host, allowed, select_s, seed, executor, cache, store.skipped)
+    exp = Experiment(
+        cfg, host, allowed, select_s, seed, executor, cache, store.skipped, out=out, index=index
+    )
+    if census_sets is not None:
+        exp.census = census_body(cfg, host, census_sets, [v.image.name for v in allowed], seed)
     exp.gpu_flags = gpu_flags([v.image for v in allowed], store, hostmod.gpu_runtime_flags())
     return exp
 
@@ -412,8 +400,9 @@ def candidate_sets(cfg: RunConfig, images, host, store) -> dict[str, dict[str, A
     return sets
 
 
-def write_census(cfg: RunConfig, host, sets, images: list[str], seed: int) -> None:
-    body = {
+def census_body(cfg: RunConfig, host, sets, images: list[str], seed: int) -> dict:
+    """census.json: the host, the manifest and each mode's candidate set on that host."""
+    return {
         "schema": CENSUS_SCHEMA,
         "manifests": str(cfg.manifests),
         "host": host,
@@ -422,7 +411,6 @@ def write_census(cfg: RunConfig, host, sets, images: list[str], seed: int) -> No
         "seed": seed,
         "modes": sets,
     }
-    atomic_write(cfg.outdir / CENSUS_FILE, (json.dumps(body, indent=2) + "\n").encode())
 
 
 def run(
@@ -438,17 +426,21 @@ def run(
 
 
 def execute(exp: Experiment, on_record: Callable[[records.Record], None] | None = None) -> Counter:
-    """The iterations of a prepared experiment, under the mode's lock.
+    """The iterations of a prepared experiment, under the mode's lock (a census writes
+    census.json only once it holds it: a refused census changes nothing).
 
     With max_concurrent K > 1, up to K iterations are in flight at once (the executor, e.g.
     Flux, places them); records are still appended one per iteration in iteration order. A full
     disk anywhere in an iteration stops the run with one line, writing no record for it.
     """
-    cfg = exp.cfg
+    cfg, out = exp.cfg, exp.out
     try:
-        with _mode_lock(cfg.outdir, cfg.mode):
-            records.repair(cfg.outdir)  # under the lock: nobody else is mid-append
-            return _iterate(cfg, exp, on_record)
+        with out.mode_lock(cfg.mode):
+            if exp.census is not None:
+                out.write_census(exp.census)
+            counts = _iterate(exp, on_record)
+            exp.index.refresh(out, save=True)  # the next resume reads only what follows
+            return counts
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
@@ -458,7 +450,7 @@ def execute(exp: Experiment, on_record: Callable[[records.Record], None] | None 
 
 def preview(exp: Experiment) -> Iterator[str]:
     """A dry run: what each iteration still to run would run, from the picks a real run makes."""
-    for i in todo_iterations(records.of_mode(exp.cfg.outdir, exp.cfg.mode), exp.cfg.iters):
+    for i in exp.index.mode(exp.cfg.mode).todo(exp.cfg.iters):
         yield exp.preview(i)
 
 
@@ -479,65 +471,79 @@ def check_space(directory: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(directory))
 
 
-@contextmanager
-def _mode_lock(outdir: Path, mode: str) -> Iterator[None]:
-    """One writer per (outdir, mode): a detached run and a manual rerun must not both append."""
-    with (outdir / f".lock-{mode}").open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HarnessError(
-                f"another harness run is writing mode {mode} in {outdir}; wait for it, or use "
-                "another outdir"
-            ) from None
-        yield
+def _iterate(exp: Experiment, on_record: Callable[[records.Record], None] | None) -> Counter:
+    """The iterations still to do, recorded in iteration order. Call under the mode's lock:
+    the index, refreshed here, is then exact for this mode until the run ends.
 
-
-def todo_iterations(recorded: list[records.Record], iters: int) -> list[int]:
-    """Iterations still to run, given a mode's records: not recorded, or recorded with a
-    reason outside the success rate (the infrastructure failed: redo it)."""
-    done = {r.iteration for r in recorded if counts_in_rate(r.reason)}
-    return [i for i in range(iters) if i not in done]
-
-
-def _iterate(
-    cfg: RunConfig, exp: Experiment, on_record: Callable[[records.Record], None] | None
-) -> Counter:
-    recorded = records.of_mode(cfg.outdir, cfg.mode)
-    todo = todo_iterations(recorded, cfg.iters)
-    redo = {r.iteration for r in recorded}
+    A redone infra iteration replaces its record in a rewrite of records.jsonl: they wait and
+    go together (before the next new record, after REDO_FLUSH_S, at the end, on an interrupt),
+    so redoing many costs a few rewrites, not one each. Killed before, they are redone again.
+    """
+    cfg, out = exp.cfg, exp.out
+    exp.index.refresh(out, save=True)
+    mine = exp.index.mode(cfg.mode)
+    todo = mine.todo(cfg.iters)
     counts: Counter = Counter()
+    redone: list[records.Record] = []
+    since = time.monotonic()
+
+    def flush() -> None:
+        nonlocal since
+        if redone:
+            records.replace(out, *redone)
+            redone.clear()
+        since = time.monotonic()
 
     def save(rec: records.Record) -> None:
-        if rec.iteration in redo:
-            records.replace(cfg.outdir, rec)
+        if mine.recorded(rec.iteration):  # an infra record, redone
+            redone.append(rec)
+            if time.monotonic() - since > REDO_FLUSH_S:
+                flush()
         else:
-            records.append(cfg.outdir, rec)
+            flush()
+            records.append(out, rec)
         counts[rec.reason] += 1
         if on_record:
             on_record(rec)
 
-    if cfg.max_concurrent == 1:
+    try:
+        if cfg.max_concurrent == 1:
+            try:
+                for i in todo:
+                    save(exp.iteration(i))
+            except BaseException:
+                _cancel(exp.executor)
+                raise
+            return counts
+        pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
         try:
-            for i in todo:
-                save(exp.iteration(i))
+            for rec in _in_order(pool, exp.iteration, todo, window=2 * cfg.max_concurrent):
+                save(rec)
         except BaseException:
+            # Interrupted: drop what has not started, stop what runs (its iteration is redone
+            # on resume: nothing of it was recorded).
+            pool.shutdown(wait=False, cancel_futures=True)
             _cancel(exp.executor)
             raise
+        pool.shutdown()
         return counts
-    pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
-    try:
-        # map() yields in submission order: a finished later iteration waits for earlier ones.
-        for rec in pool.map(exp.iteration, todo):
-            save(rec)
-    except BaseException:
-        # Interrupted: drop what has not started, stop what runs (its iteration is redone
-        # on resume: nothing of it was recorded).
-        pool.shutdown(wait=False, cancel_futures=True)
-        _cancel(exp.executor)
-        raise
-    pool.shutdown()
-    return counts
+    finally:
+        flush()
+
+
+def _in_order(
+    pool: ThreadPoolExecutor, work: Callable[[int], T], items: Iterable[int], window: int
+) -> Iterator[T]:
+    """work(item) for each item on the pool, yielded in the items' order, with at most `window`
+    submitted ahead: a finished later item waits for earlier ones, and a huge todo list is
+    never submitted (nor built) at once."""
+    pending: deque[Future[T]] = deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _cancel(executor: Executor) -> None:

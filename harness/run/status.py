@@ -1,4 +1,8 @@
-"""`harness status OUTDIR`: a run's progress from its records (and its detached Flux jobs)."""
+"""`harness status OUTDIR`: a run's progress from its records (and its detached Flux jobs).
+
+The records are read through the outdir's index (harness/record_index.py): one pass the first
+time, then only what was appended since, however many records the outdir holds.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import records
 from harness.errors import HarnessError
+from harness.judge.reasons import counts_in_rate
+from harness.record_index import RecordIndex
 
 
 @dataclass
 class ModeStatus:
     mode: str
-    done: int = 0
+    done: int = 0  # iterations recorded with a reason in the success rate
+    redo: int = 0  # iterations recorded as infra: still to do, a resume redoes them
     target: int | None = None
     reasons: Counter = field(default_factory=Counter)
     last: str | None = None
@@ -37,18 +43,16 @@ def detached_entries(outdir: Path) -> list[dict]:
 
 
 def status_rows(outdir: Path) -> list[ModeStatus]:
-    """Per mode: the iterations recorded, the target (when the run was detached) and the count
-    of each reason, from the records alone."""
+    """Per mode: the iterations done and those to redo (infra), the target (when the run was
+    detached) and the count of each reason, from the records alone."""
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise HarnessError(f"status: {outdir} is not a directory")
     rows: dict[str, ModeStatus] = {}
-    for rec in records.read(outdir):
-        row = rows.setdefault(rec.mode, ModeStatus(rec.mode))
-        row.done += 1
-        row.reasons[rec.reason] += 1
-        if rec.started_at and (row.last is None or rec.started_at > row.last):
-            row.last = rec.started_at
+    for name, m in RecordIndex.load(outdir, save=True).modes.items():
+        row = rows[name] = ModeStatus(name, reasons=m.counts(), last=m.last_started)
+        row.done = sum(n for reason, n in row.reasons.items() if counts_in_rate(reason))
+        row.redo = m.records - row.done
     entries = detached_entries(outdir)
     states: dict[str, str] = {}
     if entries:
@@ -68,7 +72,8 @@ def status(outdir: Path) -> str:
     rows = status_rows(outdir)
     if not rows:
         return f"{outdir}: no records yet"
-    header = ["mode", "done", "of", "reasons", "last started", "flux job", "state"]
+    # redo: iterations recorded as infra, which the next run of the mode redoes
+    header = ["mode", "done", "of", "redo", "reasons", "last started", "flux job", "state"]
     table = [header]
     for r in rows:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items())) or "-"
@@ -77,6 +82,7 @@ def status(outdir: Path) -> str:
                 r.mode,
                 str(r.done),
                 str(r.target) if r.target else "-",
+                str(r.redo),
                 reasons,
                 r.last or "-",
                 r.job or "-",
