@@ -40,10 +40,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from harness.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
 from harness.errors import HarnessError
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
+from harness.select.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
 from harness.select.artifact_push import upload
 from harness.select.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
 
@@ -128,7 +128,7 @@ def _run(argv: list[str], timeout: float = 1800) -> float:
 def artifact_bytes(sif: Path, sif_sha: str, cache: Path, tag: str) -> tuple[bytes, bool]:
     """The artifact JSON of the image; reused from the cache when neither the SIF,
     the creation spec nor the extractor changed.  Returns (bytes, regenerated)."""
-    import harness.artifact_create as ac
+    import harness.select.artifact_create as ac
 
     key = hashlib.sha256(
         sif_sha.encode() + DEFAULT_SPEC.read_bytes() + Path(ac.__file__).read_bytes()

@@ -131,6 +131,15 @@ class ImageCache:
         )
 
 
+def local_sif(image: str) -> Path:
+    """The SIF of an image reference, pulled through the harness's own SIF cache (the same
+    pull `harness run` does): what `harness artifact create` describes."""
+    pulled = ImageCache().pull(image.removeprefix("oras://"))
+    if pulled.path is None:
+        raise HarnessError(pulled.error.strip().splitlines()[-1] if pulled.error else image)
+    return pulled.path
+
+
 def _spython_pull(uri: str, dest: Path) -> str | None:
     """Pull with spython; its return value is a path even on failure, so keep its stderr."""
     from spython.main import Client

@@ -36,6 +36,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from harness.errors import HarnessError
 from harness.mpi import parse_version as parse_mpi_version
 from harness.system import normalise_arch, parse_os_release
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT / "compspec" / "lab-spec.yaml"
 
 # ELF e_machine -> the architecture names compspec uses (Go/OCI style).
@@ -213,6 +214,34 @@ class ElfInfo:
     machine: str
     needed: list[str]
     runpath: list[str]
+    isa_needed: int = 0  # GNU_PROPERTY_X86_ISA_1_NEEDED: bit 0 baseline .. bit 3 x86-64-v4
+
+
+# The microarchitecture a program was built for, in archspec's names: on x86-64 the highest
+# level of its "x86 ISA needed" property (gcc -march=x86-64-vN -mneeded writes it, and glibc's
+# loader refuses the program on a CPU below it); without one, the architecture's generic level.
+ISA_LEVELS = ((8, "x86_64_v4"), (4, "x86_64_v3"), (2, "x86_64_v2"))
+GENERIC_MICROARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le"}
+
+
+def microarchitecture(info: ElfInfo) -> str | None:
+    if info.machine == "amd64":
+        return next((name for bit, name in ISA_LEVELS if info.isa_needed & bit), "x86_64")
+    return GENERIC_MICROARCH.get(info.machine)
+
+
+def _isa_needed(elf: ELFFile) -> int:
+    needed = 0
+    for section in elf.iter_sections():
+        if section.name != ".note.gnu.property" or not hasattr(section, "iter_notes"):
+            continue
+        for note in section.iter_notes():
+            if note["n_type"] != "NT_GNU_PROPERTY_TYPE_0":
+                continue
+            for prop in note["n_desc"]:
+                if prop["pr_type"] == "GNU_PROPERTY_X86_ISA_1_NEEDED":
+                    needed |= int(prop["pr_data"])
+    return needed
 
 
 def elf_info(data: bytes) -> ElfInfo | None:
@@ -229,7 +258,8 @@ def elf_info(data: bytes) -> ElfInfo | None:
                 elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
                     value = tag.runpath if tag.entry.d_tag == "DT_RUNPATH" else tag.rpath
                     runpath += value.split(":")
-    return ElfInfo(ELF_MACHINES.get(elf["e_machine"], str(elf["e_machine"])), needed, runpath)
+    machine = ELF_MACHINES.get(elf["e_machine"], str(elf["e_machine"]))
+    return ElfInfo(machine, needed, runpath, _isa_needed(elf))
 
 
 def library_closure(files: SifFiles, binary: str, arch: str) -> dict[str, str | None]:
@@ -578,6 +608,8 @@ def extract(
         raise ArtifactError(f"{sif}: {arch_binary} is not an ELF file")
     arch = info.machine
     ex.set("system.arch.name", arch, f"ELF machine of {arch_binary}")
+    how = "x86 ISA needed" if info.isa_needed else "no ISA level noted: the architecture's"
+    ex.set("system.arch.microarchitecture", microarchitecture(info), f"{how} of {arch_binary}")
     can_run = (arch == host_arch()) if run is None else run
 
     status = files.read_text("/var/lib/dpkg/status") or ""
@@ -676,22 +708,9 @@ def create_artifact(
     return render(load_spec(spec_path), fields)
 
 
-def local_sif(image: str) -> Path:
-    """The SIF to describe: the file itself, or the image pulled through the harness's own
-    runtime and SIF cache (the same pull `harness run` does)."""
-    from harness.run.runtime import ImageCache, is_local
-
-    if is_local(image) or Path(image).is_file():
-        if not Path(image).is_file():
-            raise ArtifactError(f"{image}: no such SIF file")
-        return Path(image)
-    pulled = ImageCache().pull(image.removeprefix("oras://"))
-    if pulled.path is None:
-        raise ArtifactError(pulled.error.strip().splitlines()[-1] if pulled.error else image)
-    return pulled.path
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, fetch: Callable[[str], Path] | None = None) -> int:
+    """`harness artifact create`; `fetch` pulls an image reference to a local SIF (the run
+    stage's SIF cache, passed in by the command line: selection never pulls images)."""
     parser = argparse.ArgumentParser(
         prog="harness artifact create", description="compatibility artifact of a SIF image"
     )
@@ -708,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
-        ex = extract(local_sif(args.image))
+        ex = extract(_local(args.image, fetch))
         artifact = render(spec, ex.fields)
     except (HarnessError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -723,6 +742,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, how in sorted(ex.provenance.items()):
             print(f"{name:22} = {ex.fields[name]!r:40} <- {how}", file=sys.stderr)
     return 0
+
+
+def _local(image: str, fetch: Callable[[str], Path] | None) -> Path:
+    if Path(image).is_file():
+        return Path(image)
+    if image.endswith(".sif") and ":" not in image.rsplit("/", 1)[-1]:
+        raise ArtifactError(f"{image}: no such SIF file")
+    if fetch is None:
+        raise ArtifactError(f"{image}: not a SIF file (give a file, or use `harness artifact`)")
+    return fetch(image)
 
 
 if __name__ == "__main__":
