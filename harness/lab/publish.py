@@ -10,8 +10,12 @@ For every built image (the builder's cache, see harness.lab.build):
      the `oras` package to REGISTRY:TAG-compspec as one layer of media type
      application/org.supercontainers.compspec, unless the registry already
      serves the same bytes;
-  3. verification: `apptainer pull` of the SIF (sha256 must match) and an
-     oras pull of the artifact (bytes must match).
+  3. verification: the registry's manifest names a layer of the SIF's sha256
+     (the registry checked the bytes against it), and an oras pull of the
+     artifact (bytes must match); instead of pulling the SIF back, the
+     harness's SIF cache is filled from the build (where `harness run` would
+     pull it to); an image of another architecture, which Apptainer cannot
+     pull, is fetched with oras and its sha256 compared.
 Then containers/lab/manifests.yaml is written (compspec-go's manifest format:
 images: [{name, artifact}], plus the lab's run fields command/workdir)
 and the timings go to CACHE/publish-report.json (every run is also appended
@@ -43,6 +47,7 @@ from rich.table import Table
 from harness.errors import HarnessError
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
+from harness.run.runtime import ImageCache
 from harness.select.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
 from harness.select.artifact_push import upload
 from harness.select.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
@@ -168,8 +173,31 @@ def push_sif_with_oras(sif: Path, ref: str) -> float:
         return round(time.monotonic() - t0, 2)
 
 
+def fill_sif_cache(sif: Path, ref: str, digest: str, sif_cache: Path | None) -> Path:
+    """Put the built SIF where `harness run` would pull `ref` (the same bytes, keyed by the
+    registry's digest): a hard link when the cache is on the lab's file system, else a copy."""
+    target = ImageCache(sif_cache).path_for(ref, digest)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".fill-{os.getpid()}-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(sif, tmp)
+    except OSError:
+        shutil.copyfile(sif, tmp)
+    os.replace(tmp, target)
+    return target
+
+
 def publish_image(
-    matrix: Matrix, registry: Registry, cache: Path, tag: str, *, verify_only: bool
+    matrix: Matrix,
+    registry: Registry,
+    cache: Path,
+    tag: str,
+    *,
+    verify_only: bool,
+    sif_cache: Path | None = None,
 ) -> dict[str, Any]:
     import oras.client
 
@@ -229,26 +257,26 @@ def publish_image(
         row["artifact_push_seconds"] = round(time.monotonic() - t0, 2)
         row["artifact_pushed"] = True
 
-    # 3. verification by pulling both back
+    # 3. verification: the registry holds a layer of the SIF's own sha256 (it checked the
+    # bytes it received against that digest), so a pull would only bring back these bytes;
+    # the harness's SIF cache gets them from here instead (what `harness run` would pull).
+    # An image of another architecture cannot be pulled by Apptainer at all ("could not
+    # run on the host's"): it is fetched with oras, and never put in the cache.
     with tempfile.TemporaryDirectory(prefix="lab-verify-", dir=cache) as tmp:
-        pulled = Path(tmp) / f"{tag}.sif"
         _, arch = sif_partition(sif)
         if arch == host_arch():
-            row["pull_seconds"] = _run(
-                ["apptainer", "pull", "--disable-cache", "--force", str(pulled), f"oras://{ref}"]
-            )
-            row["pull_tool"] = "apptainer pull"
+            t0 = time.monotonic()
+            row["sif_cached"] = str(fill_sif_cache(sif, ref, digest, sif_cache))
+            row["pull_seconds"] = round(time.monotonic() - t0, 2)
+            row["pull_tool"] = "SIF cache filled from the build"
         else:
-            # apptainer pull refuses it too ("could not open image ... for
-            # verification: the image's architecture (arm64) could not run on
-            # the host's (amd64)"): fetch the layer with oras.
             t0 = time.monotonic()
             got = client.pull(target=ref, outdir=str(Path(tmp) / "sif"))
             row["pull_seconds"] = round(time.monotonic() - t0, 2)
             row["pull_tool"] = "oras"
-            pulled = Path(got[0]) if len(got) == 1 else pulled
-        if not pulled.is_file() or sha256_file(pulled) != sif_sha:
-            raise PublishError(f"{tag}: the SIF pulled from {ref} differs from {sif}")
+            pulled = Path(got[0]) if len(got) == 1 else Path(tmp) / f"{tag}.sif"
+            if not pulled.is_file() or sha256_file(pulled) != sif_sha:
+                raise PublishError(f"{tag}: the SIF pulled from {ref} differs from {sif}")
         t0 = time.monotonic()
         files = client.pull(target=art_ref, outdir=str(Path(tmp) / "artifact"))
         row["artifact_pull_seconds"] = round(time.monotonic() - t0, 2)
@@ -284,7 +312,13 @@ def manifest_text(matrix: Matrix, tags: list[str]) -> str:
 
 
 def run_publish(
-    matrix: Matrix, tags: list[str], *, verify_only: bool, cache: Path, write_manifest: bool
+    matrix: Matrix,
+    tags: list[str],
+    *,
+    verify_only: bool,
+    cache: Path,
+    write_manifest: bool,
+    sif_cache: Path | None = None,
 ) -> int:
     os.environ.setdefault("REQUESTS_CA_BUNDLE", str(SYSTEM_CA_BUNDLE))  # oras: not certifi
     if not shutil.which("apptainer"):
@@ -298,7 +332,11 @@ def run_publish(
     for tag in wanted:
         try:
             console.print(f"[bold]{tag}[/]: {'verify' if verify_only else 'publish'}")
-            rows.append(publish_image(matrix, registry, cache, tag, verify_only=verify_only))
+            rows.append(
+                publish_image(
+                    matrix, registry, cache, tag, verify_only=verify_only, sif_cache=sif_cache
+                )
+            )
         except (
             HarnessError,
             requests.RequestException,
@@ -362,6 +400,12 @@ def main(argv: list[str] | None = None, prog: str = "harness lab publish") -> in
     parser.add_argument(
         "--cache", type=Path, default=None, help="the lab cache ($HARNESS_LAB_CACHE or default)"
     )
+    parser.add_argument(
+        "--sif-cache",
+        type=Path,
+        default=None,
+        help="the harness's SIF cache to fill with the built images (`harness run`'s default)",
+    )
     args = parser.parse_args(argv)
     try:
         return run_publish(
@@ -370,6 +414,7 @@ def main(argv: list[str] | None = None, prog: str = "harness lab publish") -> in
             verify_only=args.verify_only,
             cache=args.cache or cache_dir(),
             write_manifest=not args.no_manifest and not args.verify_only,
+            sif_cache=args.sif_cache,
         )
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}")

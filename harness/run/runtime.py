@@ -95,6 +95,13 @@ class ImageCache:
         # An OCI image is identified by its config; a multi-arch index has none.
         return "docker://" + name, (manifest.get("config") or {}).get("digest")
 
+    def path_for(self, name: str, digest: str | None) -> Path:
+        """Where the cache keeps the image `name` whose registry digest is `digest`."""
+        key = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+        if digest:
+            key += "@" + digest.split(":", 1)[-1][:16]
+        return self.root / f"{key}.sif"
+
     def pull(self, name: str) -> Pulled:
         start = time.perf_counter()
         if is_local(name):  # a local image: nothing to pull
@@ -113,10 +120,8 @@ class ImageCache:
                 f"pull {name}: {text}",
                 unreachable=isinstance(exc, RegistryUnreachable),
             )
-        key = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-        if digest:
-            key += "@" + digest.split(":", 1)[-1][:16]
-        target = self.root / f"{key}.sif"
+        target = self.path_for(name, digest)
+        key = target.stem
         if target.is_file():
             return Pulled(target, digest, time.perf_counter() - start, True)
         self.root.mkdir(parents=True, exist_ok=True)
