@@ -428,6 +428,10 @@ def cmd_explain(args) -> int:
     images, desc, store = _selection_inputs(args)
     for name in names:
         mode = modes.resolve(name, args.mode_file)
+        missing = [k for k in mode.keys if k not in desc]
+        if missing and not args.mode:  # every mode: say why this one cannot be compared
+            console.print(f"mode {mode.name}: the host description lacks {', '.join(missing)}")
+            continue
         verdicts = matching.judge(images, mode, desc, store)
         table = Table(title=f"mode {mode.name}: {mode.description}")
         table.add_column("image", no_wrap=True)

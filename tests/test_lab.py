@@ -59,6 +59,8 @@ CASES = [
     # tag, extra args, reason, a fragment of the evidence line from the real output;
     # bind (the default) binds the host's libmpi into the image, hybrid uses the image's own
     ("openmpi-debian-12-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-opt-12-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-v4-12-amd64", (), "success", "on 2 procs"),  # this CPU is x86-64-v4
     ("openmpi-debian-11-amd64", HYBRID, "success", "on 2 procs"),
     ("openmpi-debian-11-amd64", (), "os-abi", "GLIBC_2.34' not found"),
     ("openmpi-debian-13-amd64", HYBRID, "success", "on 2 procs"),
@@ -338,6 +340,33 @@ def test_census_gives_the_gradient_the_lab_is_built_for(lab, tmp_path):
         (top, _), *_ = [kv for kv in failures[mode].most_common() if kv[0] != "success"]
         assert top == "os-abi", failures[mode]
     assert "gpu" in failures["platform-version"] and "gpu" not in failures["descriptive-basic"]
+
+
+@pytest.mark.lab
+def test_the_v4_build_needs_a_v4_host(lab, tmp_path):
+    """The x86-64-v4 image's artifact carries the level its LAMMPS was built for (read from the
+    program's "x86 ISA needed" note); an older CPU's host file leaves it out, and explain says
+    which attribute did; with no census, descriptive-performance takes it first here."""
+    haswell = ROOT / "examples" / "hosts" / "debian-12-amd64-haswell.yaml"
+    args = ["--manifests", str(LAB_MANIFEST), "--mode", "descriptive-performance"]
+    here = cli("candidates", *args, "--json")
+    assert here.returncode == 0, here.stderr
+    assert PREFIX + "openmpi-debian-v4-12-amd64" in json.loads(here.stdout)
+    older = cli("candidates", *args, "--json", "--host", str(haswell))
+    assert older.returncode == 0, older.stderr
+    tags = {name.rsplit(":", 1)[1] for name in json.loads(older.stdout)}
+    assert tags == {"openmpi-debian-12-amd64", "openmpi-debian-opt-12-amd64"}
+    explain = cli("explain", *args, "--host", str(haswell))
+    out = " ".join(explain.stdout.split())
+    assert "openmpi-debian-v4-12-amd64" in out and "out: cpu.microarchitecture" in out
+    assert "x86_64_v4" in out and "haswell" in out
+    run = cli(*["run", *args, "--iters", "2", "--seed", "1", "--outdir", str(tmp_path / "o")])
+    assert run.returncode == 0, run.stderr
+    assert "chooses by io.archspec.cpu.microarchitecture" in run.stderr
+    recs = [json.loads(x) for x in (tmp_path / "o" / "records.jsonl").read_text().splitlines()]
+    assert {(r["image"], r["reason"]) for r in recs} == {
+        (PREFIX + "openmpi-debian-v4-12-amd64", "success")
+    }
 
 
 @pytest.mark.lab
