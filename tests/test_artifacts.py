@@ -213,7 +213,7 @@ def test_microarchitecture_from_the_programs_isa_needed_note(tmp_path, flags, le
     "x86 ISA needed" that glibc's loader checks); the artifact reads it from there."""
     import platform
 
-    from harness.select.artifact_create import elf_info, microarchitecture
+    from harness.select.elf import elf_info, microarchitecture
 
     if platform.machine() != "x86_64" or shutil.which("gcc") is None:
         pytest.skip("needs gcc on x86-64")

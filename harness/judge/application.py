@@ -268,13 +268,7 @@ def parse(data: object, where: str) -> Application:
     names = [f.name for f in figures]
     if len(set(names)) != len(names):
         raise _fail(where, "figure names must be unique")
-    timings = data.get("timings") or {}
-    if not isinstance(timings, dict) or set(timings) - {"app_s"}:
-        raise _fail(where, "'timings' may only name app_s")
-    app_time = timings.get("app_s")
-    seconds = {f.name for f in figures if f.units == "s" and f.type in ("float", "hms")}
-    if app_time is not None and app_time not in seconds:
-        raise _fail(where, f"timings: app_s must name a figure in seconds, not {app_time!r}")
+    app_time = _app_time(data.get("timings"), figures, where)
 
     used = [k for k in lines if any(f.line == k for f in figures)]
     # each branch ends with an empty named group that says which line kind matched; a group
@@ -293,6 +287,17 @@ def parse(data: object, where: str) -> Application:
         _scan=scan,
         _by_line=MappingProxyType(by_line),
     )
+
+
+def _app_time(timings: object, figures: list[Figure], where: str) -> str | None:
+    """The figure `timings: app_s:` names (the application's own wall time), checked."""
+    if not isinstance(timings or {}, dict) or set(timings or {}) - {"app_s"}:
+        raise _fail(where, "'timings' may only name app_s")
+    app_time = (timings or {}).get("app_s")
+    seconds = {f.name for f in figures if f.units == "s" and f.type in ("float", "hms")}
+    if app_time is not None and app_time not in seconds:
+        raise _fail(where, f"timings: app_s must name a figure in seconds, not {app_time!r}")
+    return app_time
 
 
 def _group(kind: str) -> str:

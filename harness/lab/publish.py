@@ -134,10 +134,10 @@ def artifact_bytes(sif: Path, sif_sha: str, cache: Path, tag: str) -> tuple[byte
     """The artifact JSON of the image; reused from the cache when neither the SIF,
     the creation spec nor the extractor changed.  Returns (bytes, regenerated)."""
     import harness.select.artifact_create as ac
+    import harness.select.elf as elf
 
-    key = hashlib.sha256(
-        sif_sha.encode() + DEFAULT_SPEC.read_bytes() + Path(ac.__file__).read_bytes()
-    ).hexdigest()
+    extractors = b"".join(Path(m.__file__).read_bytes() for m in (ac, elf))
+    key = hashlib.sha256(sif_sha.encode() + DEFAULT_SPEC.read_bytes() + extractors).hexdigest()
     out_dir = cache / "artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)
     path, key_file = out_dir / f"{tag}-compspec.json", out_dir / f"{tag}-compspec.key"

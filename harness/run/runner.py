@@ -258,7 +258,6 @@ class Experiment:
         if verdict.reason in SYMPTOMS and result is not None and result.binds and fault is None:
             verdict = step("judge", lambda: cause_of(verdict, result, pulled.path))
         figures = parse_figures(out) if result else {}
-        app_s, overhead_s = app_timings(figures, result.run_s) if result else (None, None)
         return records.Record(
             iteration=i,
             mode=cfg.mode,
@@ -280,15 +279,7 @@ class Experiment:
             signal=result.signal if result else None,
             timed_out=result.timed_out if result else False,
             pulled=not pulled.cached and pulled.path is not None,
-            timings=records.Timings(
-                select_s=round(self.select_s + step.seconds["pick"], 6),
-                pull_s=round(pulled.seconds, 6),
-                queue_s=round(result.queue_s, 6) if result else 0.0,
-                run_s=round(result.run_s, 6) if result else 0.0,
-                wrapper_s=round(time.perf_counter() - wrapper_start, 6),
-                app_s=app_s,
-                overhead_s=overhead_s,
-            ),
+            timings=self.timings(step, pulled, result, figures, wrapper_start),
             stdout_path=str(stdout),
             stderr_path=str(stderr),
             figures=figures,
@@ -301,6 +292,21 @@ class Experiment:
             events=result.events if result else [],
             steps=step.seconds,
             stage=None if verdict.reason == "success" else stage,
+        )
+
+    def timings(self, step, pulled: Pulled, result: JobResult | None, figures, start: float):
+        """The iteration's seconds: the harness's steps, the job's, and the application's own
+        share of the job as its figures say (harness/data/applications/*.yaml `timings`)."""
+        run_s = round(result.run_s, 6) if result else 0.0
+        app_s, overhead_s = app_timings(figures, run_s) if result else (None, None)
+        return records.Timings(
+            select_s=round(self.select_s + step.seconds["pick"], 6),
+            pull_s=round(pulled.seconds, 6),
+            queue_s=round(result.queue_s, 6) if result else 0.0,
+            run_s=run_s,
+            wrapper_s=round(time.perf_counter() - start, 6),
+            app_s=app_s,
+            overhead_s=overhead_s,
         )
 
 
