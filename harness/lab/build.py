@@ -276,11 +276,49 @@ def apt_install(log: Log, image: LabImage, rootfs: Path) -> None:
         lists.unlink()
 
 
+STYLE_MACRO = re.compile(r"^\s*(\w+Style)\(\s*([^,\s]+)\s*,", re.M)
+INCLUDE = re.compile(r'#include\s+"([\w.]+)\.h"')
+
+
+def prune_styles(src: Path, keep: dict[str, tuple[str, ...]]) -> int:
+    """Remove from a LAMMPS source tree (its src/) the styles not in `keep` (style kind, as
+    the header's macro names it -> style names, "*" for every one of that kind), except those
+    a kept source includes: LAMMPS registers the styles whose files it finds, so the build
+    compiles only what the lab's input uses. Returns how many styles were removed."""
+    styles: dict[str, list[tuple[str, str]]] = {}
+    for header in src.glob("*.h"):
+        found = STYLE_MACRO.findall(header.read_text(errors="replace"))
+        if found:
+            styles[header.stem] = found
+
+    def wanted(stem: str) -> bool:
+        return any(
+            "*" in keep.get(kind, ()) or name in keep.get(kind, ()) for kind, name in styles[stem]
+        )
+
+    kept = {p.stem for p in src.glob("*.cpp") if p.stem not in styles or wanted(p.stem)}
+    todo = list(kept)
+    while todo:  # and every style a kept file includes
+        stem = todo.pop()
+        for path in (src / f"{stem}.cpp", src / f"{stem}.h"):
+            if path.is_file():
+                for dep in INCLUDE.findall(path.read_text(errors="replace")):
+                    if dep in styles and dep not in kept:
+                        kept.add(dep)
+                        todo.append(dep)
+    removed = [stem for stem in styles if stem not in kept]
+    for stem in removed:
+        (src / f"{stem}.cpp").unlink(missing_ok=True)
+        (src / f"{stem}.h").unlink()
+    return len(removed)
+
+
 def recipe_lammps_from_source(log: Log, image: LabImage, rootfs: Path, mirror: str) -> None:
     """LAMMPS from the release's lammps source package, built with the MPI of the image's
     `install` (its mpi.h and mpicxx) and the entry's `cmake` settings (packages, compiler
-    flags such as a -march), installed as /usr/bin/lmp; then everything but the base and the
-    entry's `keep` packages (the MPI's runtime) is removed again."""
+    flags such as a -march), with only the entry's `styles` when it names them (a third of
+    the compile), installed as /usr/bin/lmp; then everything but the base and the entry's
+    `keep` packages (the MPI's runtime) is removed again."""
     sources = rootfs / "etc" / "apt" / "sources.list"
     sources.write_text(f"deb {mirror} {image.suite} main\ndeb-src {mirror} {image.suite} main\n")
     with ProcMount(log, rootfs):
@@ -290,6 +328,9 @@ def recipe_lammps_from_source(log: Log, image: LabImage, rootfs: Path, mirror: s
         if len(srcdirs) != 1:
             raise BuildError(f"{image.tag}: expected one lammps source tree, found {srcdirs}")
         src = "/usr/src/" + srcdirs[0].name
+        if image.styles:
+            removed = prune_styles(srcdirs[0] / "src", image.styles)
+            log.note(f"removed the sources of {removed} styles the entry does not name")
         settings = [
             "BUILD_MPI=on",
             "BUILD_OMP=off",
@@ -475,6 +516,8 @@ def compute_keys(matrix: Matrix) -> dict[str, dict[str, str]]:
             code.append(apt_install)
         if image.recipe in RECIPES:
             code.append(RECIPES[image.recipe])
+        if image.styles:
+            code.append(prune_styles)
         rootfs_key = _digest(
             {
                 "entry": {k: v for k, v in image.image_fields().items()},
@@ -512,7 +555,7 @@ ESTIMATES = {
     "copy": 3.0,  # a derived rootfs
     "sif": 20.0,  # zstd
 }
-RECIPE_ESTIMATES = {"lammps-from-source": 260.0, "lammps-gpu-from-bullseye": 45.0}
+RECIPE_ESTIMATES = {"lammps-from-source": 150.0, "lammps-gpu-from-bullseye": 45.0}
 INSTALL_ESTIMATE = 40.0  # apt-get install into a copied rootfs
 
 

@@ -46,6 +46,9 @@ class LabImage:
     install: tuple[str, ...] = ()  # apt-get install into the copy of the parent's rootfs
     keep: tuple[str, ...] = ()  # lammps-from-source: packages kept when the build tools go
     cmake: tuple[str, ...] = ()  # lammps-from-source: more `-D NAME=VALUE` settings
+    # lammps-from-source: style kind -> the styles to build ("*": all of that kind); the
+    # sources of every other style are removed before the build
+    styles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     command: tuple[str, ...] = ("lmp", "-in", "in.lj")
     expect: str = ""
@@ -117,6 +120,12 @@ def load_matrix(path: Path | None = None) -> Matrix:
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
                 raise HarnessError(f"{path}: {tag}: {key} must be a list of strings")
             lists[key] = tuple(value)
+        styles = entry.get("styles") or {}
+        if not isinstance(styles, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v)
+            for k, v in styles.items()
+        ):
+            raise HarnessError(f"{path}: {tag}: styles must map style kinds to lists of names")
         if lists["install"] and parent is None:
             raise HarnessError(f"{path}: {tag}: install needs a parent (debootstrap: include)")
         command = entry.get("command") or ["lmp", "-in", "in.lj"]
@@ -135,6 +144,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
                 install=lists["install"],
                 keep=lists["keep"],
                 cmake=lists["cmake"],
+                styles={k: tuple(v) for k, v in styles.items()},
                 files=dict(files),
                 command=tuple(command),
                 expect=str(entry.get("expect", "")),
