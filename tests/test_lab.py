@@ -385,3 +385,36 @@ def test_census_records_an_unpullable_image_and_goes_on(lab, tmp_path):
         "no-such-tag": "pull",
         "none-debian-12-amd64": "missing-binary",
     }
+
+
+def test_prune_styles_keeps_the_named_styles_and_what_their_sources_include(tmp_path):
+    """LAMMPS registers the styles whose files it finds: removing a style's files removes it
+    from the build, except where a kept source includes its header."""
+    from harness.lab.build import prune_styles
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {
+        "force.cpp": '#include "pair_hybrid.h"\n',  # core, not a style
+        "pair_hybrid.h": "PairStyle(hybrid,PairHybrid);\n",
+        "pair_lj_cut.h": "#ifdef PAIR_CLASS\nPairStyle(lj/cut,PairLJCut);\n#else\n",
+        "pair_lj_cut.cpp": '#include "pair_lj_cut.h"\n#include "fix_store.h"\n',
+        "fix_store.h": "FixStyle(STORE,FixStore);\n",
+        "pair_morse.h": "PairStyle(morse,PairMorse);\n",
+        "dump_atom.h": "DumpStyle(atom,DumpAtom);\n",
+        "nbin_standard.h": "NBinStyle(NBinStandard,0);\n",
+    }
+    for name, text in files.items():
+        (src / name).write_text(text)
+        if name.endswith(".h") and name != "pair_lj_cut.h":
+            (src / name.replace(".h", ".cpp")).write_text(f'#include "{name}"\n')
+    removed = prune_styles(src, {"PairStyle": ("lj/cut",), "NBinStyle": ("*",)})
+    assert removed == 2
+    assert sorted(p.name for p in src.glob("*.cpp")) == [
+        "fix_store.cpp",  # included by a kept style
+        "force.cpp",
+        "nbin_standard.cpp",  # "*"
+        "pair_hybrid.cpp",  # included by a core source
+        "pair_lj_cut.cpp",
+    ]
+    assert not (src / "pair_morse.h").exists() and not (src / "dump_atom.h").exists()
