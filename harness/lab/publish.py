@@ -15,7 +15,8 @@ For every built image (the builder's cache, see harness.lab.build):
      artifact (bytes must match); instead of pulling the SIF back, the
      harness's SIF cache is filled from the build (where `harness run` would
      pull it to); an image of another architecture, which Apptainer cannot
-     pull, is fetched with oras and its sha256 compared.
+     pull, is fetched with oras and its sha256 compared; the harness's artifact
+     cache gets the artifact's bytes too.
 Then containers/lab/manifests.yaml is written (compspec-go's manifest format:
 images: [{name, artifact}], plus the lab's run fields command/workdir)
 and the timings go to CACHE/publish-report.json (every run is also appended
@@ -45,12 +46,19 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.errors import HarnessError
+from harness.files import atomic_write
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
 from harness.run.runtime import ImageCache
 from harness.select.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
 from harness.select.artifact_push import upload
-from harness.select.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
+from harness.select.artifacts import (
+    MEDIA_TYPES,
+    SYSTEM_CA_BUNDLE,
+    cache_name,
+    tls_verify,
+    user_cache,
+)
 
 COMPSPEC_MEDIA_TYPE = MEDIA_TYPES[0]  # as the reference experiment stored its artifacts
 MANIFEST_ACCEPT = ", ".join(
@@ -282,6 +290,9 @@ def publish_image(
         row["artifact_pull_seconds"] = round(time.monotonic() - t0, 2)
         if len(files) != 1 or Path(files[0]).read_bytes() != data:
             raise PublishError(f"{tag}: the artifact pulled from {art_ref} differs")
+    # the harness's artifact cache serves a reference's artifact once fetched: give it these
+    # bytes, or a republished image would be judged by its old artifact
+    atomic_write(user_cache("artifacts") / cache_name(art_ref), data)
     row["verified"] = True
     row["artifact_attributes"] = {
         c["name"]: c["attributes"] for c in json.loads(data)["compatibilities"]
