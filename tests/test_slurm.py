@@ -211,6 +211,8 @@ def lab_manifest(tmp_path: Path, tag: str, steps: int | None = None) -> Path:
 # tests/test_lab.py). tag -> (reason, fragment of the evidence or None, plugin, JobState)
 BIND = {
     "openmpi-debian-12-amd64": ("success", "on 2 procs", "pmix", "COMPLETED"),
+    "openmpi-debian-opt-12-amd64": ("success", "on 2 procs", "pmix", "COMPLETED"),
+    "openmpi-debian-v4-12-amd64": ("success", "on 2 procs", "pmix", "COMPLETED"),
     "openmpi-debian-11-amd64": ("os-abi", "GLIBC_2.34' not found", "pmix", "FAILED"),
     "openmpi-debian-13-amd64": ("os-abi", "libopen-rte.so.40", "pmix", "FAILED"),
     # mpirun: mpi-singleton (another MPI's launcher); srun --mpi=pmi2 starts MPICH's ranks
