@@ -245,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _outdir_arg(p)
     p.add_argument("--seed", type=int, help="seed of the picks (default: random, recorded)")
+    p.add_argument(
+        "--census",
+        type=Path,
+        metavar="OUTDIR",
+        help="a mode that chooses by speed (descriptive-performance) reads the census of this "
+        "outdir (default: the run's own --outdir)",
+    )
     _launch_args(p)
     p.add_argument(
         "--detach",
@@ -257,7 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _selection_args(p, mode=None)
     _outdir_arg(p)
-    p.add_argument("--repeat", type=int, default=1, help="runs of each image (default 1)")
+    p.add_argument(
+        "--repeats",
+        "--repeat",
+        dest="repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="runs of each image, interleaved in a seeded order (default 1); K >= 3 gives each "
+        "image's median and its interval",
+    )
     p.add_argument("--seed", type=int, help="seed of the image order (default: random)")
     _matcher_arg(p)
     _launch_args(p)
@@ -418,6 +434,10 @@ def cmd_explain(args) -> int:
     images, desc, store = _selection_inputs(args)
     for name in names:
         mode = modes.resolve(name, args.mode_file)
+        missing = [k for k in mode.keys if k not in desc]
+        if missing and not args.mode:  # every mode: say why this one cannot be compared
+            console.print(f"mode {mode.name}: the host description lacks {', '.join(missing)}")
+            continue
         verdicts = matching.judge(images, mode, desc, store)
         table = Table(title=f"mode {mode.name}: {mode.description}")
         table.add_column("image", no_wrap=True)
@@ -582,6 +602,7 @@ def _run_config(args, mode: str, iters: int):
         matcher=args.matcher,
         executor_options=executor_options(args),
         repeat=getattr(args, "repeat", 1),
+        census=getattr(args, "census", None),
         runtime_options=tuple(args.runtime_options),
         launcher_options=tuple(args.launcher_options),
     )
@@ -655,6 +676,8 @@ def _execute(exp, chosen: str | None = None) -> None:
 
     _say(chosen)
     warn_skipped(exp.skipped)
+    if exp.chosen_by:
+        print(f"harness: {exp.chosen_by}", file=sys.stderr)
     cfg = exp.cfg
     recorded = exp.index.mode(cfg.mode).counts(below=cfg.iters)
     # an infra record is redone: not counted as done
@@ -820,9 +843,10 @@ def cmd_artifact(args) -> int:
 
         print(push(args.image, args.artifact, args.to))
         return 0
-    from harness import artifact_create
+    from harness.run.runtime import local_sif
+    from harness.select import artifact_create
 
-    return artifact_create.main(args.rest)
+    return artifact_create.main(args.rest, fetch=local_sif)
 
 
 def cmd_manifest(args) -> int:

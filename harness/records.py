@@ -40,7 +40,12 @@ class Timings:
     pull_s: float = 0.0
     queue_s: float = 0.0
     run_s: float = 0.0
-    wrapper_s: float = 0.0
+    wrapper_s: float = 0.0  # the whole iteration, pick to record
+    # the application's own wall time as it reports it (LAMMPS: "Total wall time"), and the
+    # job's share around it: run_s - app_s (launcher, container runtime, MPI start and end);
+    # None when the application reported none
+    app_s: float | None = None
+    overhead_s: float | None = None
 
 
 @dataclass

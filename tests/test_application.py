@@ -56,6 +56,7 @@ def test_real_reaxff_run():
         "atoms": 2432,
         "ns_per_day": pytest.approx(0.113),
         "timesteps_per_s": pytest.approx(13.051),
+        "pair_s": pytest.approx(4.1886),  # the breakdown's avg time, past the Flux line
         "total_wall_time_s": 7.0,
         "loop_lines": 1,
     }
@@ -156,6 +157,9 @@ def test_lammps_is_described_by_its_data_file():
     assert load() is app  # parsed once
 
 
+SECTIONS = ("pair", "bond", "kspace", "neigh", "comm", "output", "modify", "other")
+
+
 def test_figure_units():
     assert figure_units() == {
         "lammps_version": "",
@@ -169,6 +173,7 @@ def test_figure_units():
         "timesteps_per_s": "timesteps/s",
         "katom_step_per_s": "katom-step/s",
         "total_wall_time_s": "s",
+        **{f"{section}_s": "s" for section in SECTIONS},
     }
     # every figure parse_figures can return has units
     assert set(parse_figures(REAL_RUN)) <= set(figure_units())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -196,3 +197,28 @@ def test_registry_cache_serves_hits_and_never_hides_a_failed_fetch(tmp_path, anc
     hit = ArtifactStore(registry_cache=tmp_path).get("img", ref)
     assert hit.attributes["org.supercontainers.mpi.implementation"] == "mpich"
     assert hit.source.startswith("cache:")
+
+
+@pytest.mark.parametrize(
+    ("flags", "level"),
+    [
+        (["-march=x86-64-v4", "-mneeded"], "x86_64_v4"),
+        (["-march=x86-64-v3", "-mneeded"], "x86_64_v3"),
+        (["-march=x86-64-v2", "-mneeded"], "x86_64_v2"),
+        ([], "x86_64"),  # no ISA level noted: the architecture's generic level
+    ],
+)
+def test_microarchitecture_from_the_programs_isa_needed_note(tmp_path, flags, level):
+    """gcc -march=x86-64-vN -mneeded writes the level into the program (the GNU property note
+    "x86 ISA needed" that glibc's loader checks); the artifact reads it from there."""
+    import platform
+
+    from harness.select.elf import elf_info, microarchitecture
+
+    if platform.machine() != "x86_64" or shutil.which("gcc") is None:
+        pytest.skip("needs gcc on x86-64")
+    (tmp_path / "p.c").write_text("int main(void) { return 0; }\n")
+    out = tmp_path / "p"
+    subprocess.run(["gcc", "-O2", *flags, "-o", str(out), str(tmp_path / "p.c")], check=True)
+    info = elf_info(out.read_bytes())
+    assert info is not None and microarchitecture(info) == level

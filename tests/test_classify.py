@@ -86,7 +86,7 @@ def lines(*parts) -> str:
 def test_reasons_order():
     # The exact strings and order are a contract of `harness classify` and `harness report`.
     expected = (
-        "success arch os-abi gpu mpi mpi-singleton missing-binary application pull timeout "
+        "success arch isa os-abi gpu mpi mpi-singleton missing-binary application pull timeout "
         "infra unknown"
     )
     assert " ".join(REASONS) == expected
@@ -744,7 +744,8 @@ def test_reasons_file_drives_the_module():
     with pytest.raises(KeyError):
         reasons.reason("nope")
     # the report's colours, unchanged
-    assert {n: reasons.reason(n).colour for n in REASONS if n not in ("infra", "application")} == {
+    new = ("infra", "application", "isa")
+    assert {n: reasons.reason(n).colour for n in REASONS if n not in new} == {
         "success": "#2ca02c",
         "arch": "#d62728",
         "os-abi": "#ff7f0e",

@@ -25,9 +25,9 @@ def subparsers(parser: argparse.ArgumentParser, path=()):
 
 def own_parsers():
     """The subcommands that parse their own arguments: catch the parser they build."""
-    from harness import artifact_create
     from harness.lab import build, publish
     from harness.run import prepull
+    from harness.select import artifact_create
 
     mains = {
         "artifact create": artifact_create.main,

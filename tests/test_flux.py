@@ -536,9 +536,12 @@ def test_descriptive_mpi_under_flux_runs_every_pick(flux_instance, lab, tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     recs = _lab_records(outdir)
-    assert sorted(recs[0]["candidates"]) == [PREFIX + "mpich-debian-12-amd64", PREFIX + BOOKWORM]
+    # the MPICH image beside the three Open MPI 4 images of Debian 12 (plain, OPT, x86-64-v4)
+    tags = ["mpich-debian-12-amd64", BOOKWORM, "openmpi-debian-opt-12-amd64"]
+    tags.append("openmpi-debian-v4-12-amd64")
+    assert sorted(recs[0]["candidates"]) == sorted(PREFIX + t for t in tags)
     assert [r["reason"] for r in recs] == ["success"] * 4, [r["evidence"] for r in recs]
-    assert {r["image"] for r in recs} == set(recs[0]["candidates"])  # seed 3 picks both
+    assert {r["image"] for r in recs} <= set(recs[0]["candidates"])
     assert all(r["figures"]["procs"] == 2 for r in recs)
 
 

@@ -59,6 +59,8 @@ CASES = [
     # tag, extra args, reason, a fragment of the evidence line from the real output;
     # bind (the default) binds the host's libmpi into the image, hybrid uses the image's own
     ("openmpi-debian-12-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-opt-12-amd64", (), "success", "on 2 procs"),
+    ("openmpi-debian-v4-12-amd64", (), "success", "on 2 procs"),  # this CPU is x86-64-v4
     ("openmpi-debian-11-amd64", HYBRID, "success", "on 2 procs"),
     ("openmpi-debian-11-amd64", (), "os-abi", "GLIBC_2.34' not found"),
     ("openmpi-debian-13-amd64", HYBRID, "success", "on 2 procs"),
@@ -341,6 +343,33 @@ def test_census_gives_the_gradient_the_lab_is_built_for(lab, tmp_path):
 
 
 @pytest.mark.lab
+def test_the_v4_build_needs_a_v4_host(lab, tmp_path):
+    """The x86-64-v4 image's artifact carries the level its LAMMPS was built for (read from the
+    program's "x86 ISA needed" note); an older CPU's host file leaves it out, and explain says
+    which attribute did; with no census, descriptive-performance takes it first here."""
+    haswell = ROOT / "examples" / "hosts" / "debian-12-amd64-haswell.yaml"
+    args = ["--manifests", str(LAB_MANIFEST), "--mode", "descriptive-performance"]
+    here = cli("candidates", *args, "--json")
+    assert here.returncode == 0, here.stderr
+    assert PREFIX + "openmpi-debian-v4-12-amd64" in json.loads(here.stdout)
+    older = cli("candidates", *args, "--json", "--host", str(haswell))
+    assert older.returncode == 0, older.stderr
+    tags = {name.rsplit(":", 1)[1] for name in json.loads(older.stdout)}
+    assert tags == {"openmpi-debian-12-amd64", "openmpi-debian-opt-12-amd64"}
+    explain = cli("explain", *args, "--host", str(haswell), "--wide")
+    out = " ".join(explain.stdout.split())
+    assert "openmpi-debian-v4-12-amd64" in out and "out: io.archspec.cpu.microarchitecture" in out
+    assert "x86_64_v4" in out and "haswell" in out
+    run = cli(*["run", *args, "--iters", "2", "--seed", "1", "--outdir", str(tmp_path / "o")])
+    assert run.returncode == 0, run.stderr
+    assert "chooses by io.archspec.cpu.microarchitecture" in run.stderr
+    recs = [json.loads(x) for x in (tmp_path / "o" / "records.jsonl").read_text().splitlines()]
+    assert {(r["image"], r["reason"]) for r in recs} == {
+        (PREFIX + "openmpi-debian-v4-12-amd64", "success")
+    }
+
+
+@pytest.mark.lab
 def test_census_records_an_unpullable_image_and_goes_on(lab, tmp_path):
     manifest = tmp_path / "m.yaml"
     entries = yaml.safe_load(LAB_MANIFEST.read_text())["images"]
@@ -356,3 +385,36 @@ def test_census_records_an_unpullable_image_and_goes_on(lab, tmp_path):
         "no-such-tag": "pull",
         "none-debian-12-amd64": "missing-binary",
     }
+
+
+def test_prune_styles_keeps_the_named_styles_and_what_their_sources_include(tmp_path):
+    """LAMMPS registers the styles whose files it finds: removing a style's files removes it
+    from the build, except where a kept source includes its header."""
+    from harness.lab.build import prune_styles
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {
+        "force.cpp": '#include "pair_hybrid.h"\n',  # core, not a style
+        "pair_hybrid.h": "PairStyle(hybrid,PairHybrid);\n",
+        "pair_lj_cut.h": "#ifdef PAIR_CLASS\nPairStyle(lj/cut,PairLJCut);\n#else\n",
+        "pair_lj_cut.cpp": '#include "pair_lj_cut.h"\n#include "fix_store.h"\n',
+        "fix_store.h": "FixStyle(STORE,FixStore);\n",
+        "pair_morse.h": "PairStyle(morse,PairMorse);\n",
+        "dump_atom.h": "DumpStyle(atom,DumpAtom);\n",
+        "nbin_standard.h": "NBinStyle(NBinStandard,0);\n",
+    }
+    for name, text in files.items():
+        (src / name).write_text(text)
+        if name.endswith(".h") and name != "pair_lj_cut.h":
+            (src / name.replace(".h", ".cpp")).write_text(f'#include "{name}"\n')
+    removed = prune_styles(src, {"PairStyle": ("lj/cut",), "NBinStyle": ("*",)})
+    assert removed == 2
+    assert sorted(p.name for p in src.glob("*.cpp")) == [
+        "fix_store.cpp",  # included by a kept style
+        "force.cpp",
+        "nbin_standard.cpp",  # "*"
+        "pair_hybrid.cpp",  # included by a core source
+        "pair_lj_cut.cpp",
+    ]
+    assert not (src / "pair_morse.h").exists() and not (src / "dump_atom.h").exists()

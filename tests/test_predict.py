@@ -84,7 +84,7 @@ def test_reference_protocol_against_the_published_measurements(tmp_path, anchors
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     # every mode of the modes data is predicted, in its order
-    assert list(got) == ["random", *PUBLISHED, "descriptive-mpi"]
+    assert list(got) == ["random", *PUBLISHED, "descriptive-mpi", "descriptive-performance"]
     # Each published mode's count (30 runs) against the prediction's 95 % binomial interval:
     # the modes outside are named, not hidden behind the implementation's own numbers.
     outside = {}

@@ -39,6 +39,7 @@ __all__ = [
     "Application",
     "Criterion",
     "Figure",
+    "app_timings",
     "available",
     "banner_count",
     "figure_units",
@@ -121,6 +122,7 @@ class Application:
     figures: tuple[Figure, ...]
     description: str = ""
     lines: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    app_time: str | None = None  # the figure that is the application's own wall time
     # derived: the one alternation of all figure lines, and the figures of each line kind
     _scan: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False, compare=False)
     _by_line: Mapping[str, tuple[_Reader, ...]] = field(
@@ -145,6 +147,14 @@ class Application:
                         out[name] = convert(fm)
         out.update(counts)
         return out
+
+    def timings(self, figures: Mapping, run_s: float) -> tuple[float | None, float | None]:
+        """(app_s, overhead_s): the application's own wall time from its figures, and the
+        rest of the job's run_s around it; (None, None) when it reported none."""
+        app_s = figures.get(self.app_time) if self.app_time else None
+        if not isinstance(app_s, int | float):
+            return None, None
+        return float(app_s), round(run_s - app_s, 6)
 
     def iter_runs(self, text: str) -> Iterator[tuple[int, str]]:
         """(procs, line stripped) for every `run` line, in order."""
@@ -258,6 +268,7 @@ def parse(data: object, where: str) -> Application:
     names = [f.name for f in figures]
     if len(set(names)) != len(names):
         raise _fail(where, "figure names must be unique")
+    app_time = _app_time(data.get("timings"), figures, where)
 
     used = [k for k in lines if any(f.line == k for f in figures)]
     # each branch ends with an empty named group that says which line kind matched; a group
@@ -272,9 +283,21 @@ def parse(data: object, where: str) -> Application:
         figures=tuple(figures),
         description=str(data.get("description", "")),
         lines=MappingProxyType(lines),
+        app_time=app_time,
         _scan=scan,
         _by_line=MappingProxyType(by_line),
     )
+
+
+def _app_time(timings: object, figures: list[Figure], where: str) -> str | None:
+    """The figure `timings: app_s:` names (the application's own wall time), checked."""
+    if not isinstance(timings or {}, dict) or set(timings or {}) - {"app_s"}:
+        raise _fail(where, "'timings' may only name app_s")
+    app_time = (timings or {}).get("app_s")
+    seconds = {f.name for f in figures if f.units == "s" and f.type in ("float", "hms")}
+    if app_time is not None and app_time not in seconds:
+        raise _fail(where, f"timings: app_s must name a figure in seconds, not {app_time!r}")
+    return app_time
 
 
 def _group(kind: str) -> str:
@@ -322,6 +345,11 @@ def figure_units() -> dict[str, str]:
 def parse_figures(text: str) -> dict:
     """Figures of merit found in LAMMPS stdout ``text`` (keys present only when found)."""
     return load().parse_figures(text)
+
+
+def app_timings(figures: Mapping, run_s: float) -> tuple[float | None, float | None]:
+    """(app_s, overhead_s) of a job of the default application (see Application.timings)."""
+    return load().timings(figures, run_s)
 
 
 def iter_loop_lines(text: str):

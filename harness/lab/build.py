@@ -259,9 +259,66 @@ def write_files(image: LabImage, rootfs: Path) -> None:
         target.chmod(int(str(spec.get("mode", "0644")), 8))
 
 
-def recipe_lammps_from_source_mpich(log: Log, image: LabImage, rootfs: Path, mirror: str) -> None:
-    """LAMMPS from Debian's lammps source package, built against MPICH, installed
-    as /usr/bin/lmp; then the build tools are removed again."""
+def apt_install(log: Log, image: LabImage, rootfs: Path) -> None:
+    """The entry's `install` packages, into the copy of its parent's rootfs: what
+    debootstrap's --include gives a fresh rootfs (Depends, no Recommends), without fetching
+    and unpacking the release's base system once more."""
+    with ProcMount(log, rootfs):
+        chroot(log, rootfs, ["apt-get", "update", "-q"])
+        chroot(
+            log,
+            rootfs,
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *image.install],
+            step="apt-get install",
+        )
+        chroot(log, rootfs, ["apt-get", "clean"])
+    for lists in (rootfs / "var" / "lib" / "apt" / "lists").glob("*_*"):
+        lists.unlink()
+
+
+STYLE_MACRO = re.compile(r"^\s*(\w+Style)\(\s*([^,\s]+)\s*,", re.M)
+INCLUDE = re.compile(r'#include\s+"([\w.]+)\.h"')
+
+
+def prune_styles(src: Path, keep: dict[str, tuple[str, ...]]) -> int:
+    """Remove from a LAMMPS source tree (its src/) the styles not in `keep` (style kind, as
+    the header's macro names it -> style names, "*" for every one of that kind), except those
+    a kept source includes: LAMMPS registers the styles whose files it finds, so the build
+    compiles only what the lab's input uses. Returns how many styles were removed."""
+    styles: dict[str, list[tuple[str, str]]] = {}
+    for header in src.glob("*.h"):
+        found = STYLE_MACRO.findall(header.read_text(errors="replace"))
+        if found:
+            styles[header.stem] = found
+
+    def wanted(stem: str) -> bool:
+        return any(
+            "*" in keep.get(kind, ()) or name in keep.get(kind, ()) for kind, name in styles[stem]
+        )
+
+    kept = {p.stem for p in src.glob("*.cpp") if p.stem not in styles or wanted(p.stem)}
+    todo = list(kept)
+    while todo:  # and every style a kept file includes
+        stem = todo.pop()
+        for path in (src / f"{stem}.cpp", src / f"{stem}.h"):
+            if path.is_file():
+                for dep in INCLUDE.findall(path.read_text(errors="replace")):
+                    if dep in styles and dep not in kept:
+                        kept.add(dep)
+                        todo.append(dep)
+    removed = [stem for stem in styles if stem not in kept]
+    for stem in removed:
+        (src / f"{stem}.cpp").unlink(missing_ok=True)
+        (src / f"{stem}.h").unlink()
+    return len(removed)
+
+
+def recipe_lammps_from_source(log: Log, image: LabImage, rootfs: Path, mirror: str) -> None:
+    """LAMMPS from the release's lammps source package, built with the MPI of the image's
+    `install` (its mpi.h and mpicxx) and the entry's `cmake` settings (packages, compiler
+    flags such as a -march), with only the entry's `styles` when it names them (a third of
+    the compile), installed as /usr/bin/lmp; then everything but the base and the entry's
+    `keep` packages (the MPI's runtime) is removed again."""
     sources = rootfs / "etc" / "apt" / "sources.list"
     sources.write_text(f"deb {mirror} {image.suite} main\ndeb-src {mirror} {image.suite} main\n")
     with ProcMount(log, rootfs):
@@ -271,33 +328,26 @@ def recipe_lammps_from_source_mpich(log: Log, image: LabImage, rootfs: Path, mir
         if len(srcdirs) != 1:
             raise BuildError(f"{image.tag}: expected one lammps source tree, found {srcdirs}")
         src = "/usr/src/" + srcdirs[0].name
-        chroot(
-            log,
-            rootfs,
-            [
-                "cmake",
-                "-S",
-                f"{src}/cmake",
-                "-B",
-                "/usr/src/build",
-                "-D",
-                "BUILD_MPI=on",
-                "-D",
-                "BUILD_OMP=off",
-                "-D",
-                "CMAKE_BUILD_TYPE=Release",
-                "-D",
-                "BUILD_SHARED_LIBS=off",
-            ],
-        )
+        if image.styles:
+            removed = prune_styles(srcdirs[0] / "src", image.styles)
+            log.note(f"removed the sources of {removed} styles the entry does not name")
+        settings = [
+            "BUILD_MPI=on",
+            "BUILD_OMP=off",
+            "CMAKE_BUILD_TYPE=Release",
+            "BUILD_SHARED_LIBS=off",
+            *image.cmake,
+        ]
+        configure = ["cmake", "-S", f"{src}/cmake", "-B", "/usr/src/build"]
+        chroot(log, rootfs, [*configure, *(a for s in settings for a in ("-D", s))])
         chroot(log, rootfs, ["cmake", "--build", "/usr/src/build", f"-j{os.cpu_count() or 2}"])
         chroot(log, rootfs, ["install", "-m", "0755", "-s", "/usr/src/build/lmp", "/usr/bin/lmp"])
-        # Remove the build tools: debootstrap marks everything manual, so mark
-        # all but the base (Priority: required) auto, keep mpich, autoremove.
+        # Remove the build tools: mark all but the base (Priority: required) auto, keep the
+        # entry's runtime packages, autoremove.
         listing = chroot(
             log, rootfs, ["dpkg-query", "-W", "-f", "${Package} ${Priority}\\n"], capture=True
         )
-        keep = {"mpich"}
+        keep = set(image.keep)
         auto = []
         for line in listing.splitlines():
             name, _, priority = line.partition(" ")
@@ -325,10 +375,13 @@ def recipe_lammps_from_source_mpich(log: Log, image: LabImage, rootfs: Path, mir
         if "not found" in ldd:
             raise BuildError(f"{image.tag}: /usr/bin/lmp misses libraries after cleanup: {ldd}")
         chroot(log, rootfs, ["apt-get", "clean"])
+    sources.write_text(f"deb {mirror} {image.suite} main\n")
     shutil.rmtree(rootfs / "usr" / "src" / "build")
     shutil.rmtree(srcdirs[0])
     for leftover in (rootfs / "usr" / "src").glob("lammps_*"):
         leftover.unlink()
+    for lists in (rootfs / "var" / "lib" / "apt" / "lists").glob("*_*"):
+        lists.unlink()
 
 
 def recipe_lammps_gpu_from_bullseye(log: Log, image: LabImage, rootfs: Path, mirror: str) -> None:
@@ -372,7 +425,7 @@ def recipe_lammps_gpu_from_bullseye(log: Log, image: LabImage, rootfs: Path, mir
 
 
 RECIPES = {
-    "lammps-from-source-mpich": recipe_lammps_from_source_mpich,
+    "lammps-from-source": recipe_lammps_from_source,
     "lammps-gpu-from-bullseye": recipe_lammps_gpu_from_bullseye,
 }
 
@@ -383,6 +436,8 @@ def make_rootfs(
     if image.parent:
         assert parent_rootfs is not None
         log.run(["cp", "-a", "--reflink=auto", str(parent_rootfs), str(dest)])
+        if image.install:
+            apt_install(log, image, dest)
     else:
         debootstrap(log, image, dest, mirror)
         if image.foreign:
@@ -457,8 +512,12 @@ def compute_keys(matrix: Matrix) -> dict[str, dict[str, str]]:
             code.append(debootstrap)
         if image.foreign:
             code.append(unpack_foreign_debs)
+        if image.install:
+            code.append(apt_install)
         if image.recipe in RECIPES:
             code.append(RECIPES[image.recipe])
+        if image.styles:
+            code.append(prune_styles)
         rootfs_key = _digest(
             {
                 "entry": {k: v for k, v in image.image_fields().items()},
@@ -496,7 +555,8 @@ ESTIMATES = {
     "copy": 3.0,  # a derived rootfs
     "sif": 20.0,  # zstd
 }
-RECIPE_ESTIMATES = {"lammps-from-source-mpich": 260.0, "lammps-gpu-from-bullseye": 45.0}
+RECIPE_ESTIMATES = {"lammps-from-source": 150.0, "lammps-gpu-from-bullseye": 45.0}
+INSTALL_ESTIMATE = 40.0  # apt-get install into a copied rootfs
 
 
 class Builder:
@@ -553,7 +613,7 @@ class Builder:
                 seconds += st["rootfs_seconds"]
             else:
                 if image.parent:
-                    seconds += ESTIMATES["copy"]
+                    seconds += ESTIMATES["copy"] + (INSTALL_ESTIMATE if image.install else 0.0)
                 elif image.foreign:
                     seconds += ESTIMATES["foreign"]
                 else:

@@ -43,6 +43,12 @@ class LabImage:
     foreign: bool = False
     recipe: str | None = None
     recipe_packages: tuple[str, ...] = ()
+    install: tuple[str, ...] = ()  # apt-get install into the copy of the parent's rootfs
+    keep: tuple[str, ...] = ()  # lammps-from-source: packages kept when the build tools go
+    cmake: tuple[str, ...] = ()  # lammps-from-source: more `-D NAME=VALUE` settings
+    # lammps-from-source: style kind -> the styles to build ("*": all of that kind); the
+    # sources of every other style are removed before the build
+    styles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     command: tuple[str, ...] = ("lmp", "-in", "in.lj")
     expect: str = ""
@@ -108,11 +114,20 @@ def load_matrix(path: Path | None = None) -> Matrix:
                 raise HarnessError(
                     f"{path}: {tag}: files[{fpath!r}] needs an absolute path and content"
                 )
-        recipe_packages = entry.get("recipe_packages") or []
-        if not isinstance(recipe_packages, list) or not all(
-            isinstance(p, str) for p in recipe_packages
+        lists = {}
+        for key in ("include", "recipe_packages", "install", "keep", "cmake"):
+            value = entry.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                raise HarnessError(f"{path}: {tag}: {key} must be a list of strings")
+            lists[key] = tuple(value)
+        styles = entry.get("styles") or {}
+        if not isinstance(styles, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v)
+            for k, v in styles.items()
         ):
-            raise HarnessError(f"{path}: {tag}: recipe_packages must be a list of strings")
+            raise HarnessError(f"{path}: {tag}: styles must map style kinds to lists of names")
+        if lists["install"] and parent is None:
+            raise HarnessError(f"{path}: {tag}: install needs a parent (debootstrap: include)")
         command = entry.get("command") or ["lmp", "-in", "in.lj"]
         if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
             raise HarnessError(f"{path}: {tag}: command must be a list of strings")
@@ -121,11 +136,15 @@ def load_matrix(path: Path | None = None) -> Matrix:
                 tag=tag,
                 suite=entry["suite"],
                 arch=entry["arch"],
-                include=tuple(entry.get("include") or ()),
+                include=lists["include"],
                 parent=parent,
                 foreign=bool(entry.get("foreign", False)),
                 recipe=entry.get("recipe"),
-                recipe_packages=tuple(recipe_packages),
+                recipe_packages=lists["recipe_packages"],
+                install=lists["install"],
+                keep=lists["keep"],
+                cmake=lists["cmake"],
+                styles={k: tuple(v) for k, v in styles.items()},
                 files=dict(files),
                 command=tuple(command),
                 expect=str(entry.get("expect", "")),

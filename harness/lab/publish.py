@@ -10,8 +10,13 @@ For every built image (the builder's cache, see harness.lab.build):
      the `oras` package to REGISTRY:TAG-compspec as one layer of media type
      application/org.supercontainers.compspec, unless the registry already
      serves the same bytes;
-  3. verification: `apptainer pull` of the SIF (sha256 must match) and an
-     oras pull of the artifact (bytes must match).
+  3. verification: the registry's manifest names a layer of the SIF's sha256
+     (the registry checked the bytes against it), and an oras pull of the
+     artifact (bytes must match); instead of pulling the SIF back, the
+     harness's SIF cache is filled from the build (where `harness run` would
+     pull it to); an image of another architecture, which Apptainer cannot
+     pull, is fetched with oras and its sha256 compared; the harness's artifact
+     cache gets the artifact's bytes too.
 Then containers/lab/manifests.yaml is written (compspec-go's manifest format:
 images: [{name, artifact}], plus the lab's run fields command/workdir)
 and the timings go to CACHE/publish-report.json (every run is also appended
@@ -40,12 +45,20 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from harness.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
 from harness.errors import HarnessError
+from harness.files import atomic_write
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
+from harness.run.runtime import ImageCache
+from harness.select.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
 from harness.select.artifact_push import upload
-from harness.select.artifacts import MEDIA_TYPES, SYSTEM_CA_BUNDLE, tls_verify
+from harness.select.artifacts import (
+    MEDIA_TYPES,
+    SYSTEM_CA_BUNDLE,
+    cache_name,
+    tls_verify,
+    user_cache,
+)
 
 COMPSPEC_MEDIA_TYPE = MEDIA_TYPES[0]  # as the reference experiment stored its artifacts
 MANIFEST_ACCEPT = ", ".join(
@@ -128,11 +141,11 @@ def _run(argv: list[str], timeout: float = 1800) -> float:
 def artifact_bytes(sif: Path, sif_sha: str, cache: Path, tag: str) -> tuple[bytes, bool]:
     """The artifact JSON of the image; reused from the cache when neither the SIF,
     the creation spec nor the extractor changed.  Returns (bytes, regenerated)."""
-    import harness.artifact_create as ac
+    import harness.select.artifact_create as ac
+    import harness.select.elf as elf
 
-    key = hashlib.sha256(
-        sif_sha.encode() + DEFAULT_SPEC.read_bytes() + Path(ac.__file__).read_bytes()
-    ).hexdigest()
+    extractors = b"".join(Path(m.__file__).read_bytes() for m in (ac, elf))
+    key = hashlib.sha256(sif_sha.encode() + DEFAULT_SPEC.read_bytes() + extractors).hexdigest()
     out_dir = cache / "artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)
     path, key_file = out_dir / f"{tag}-compspec.json", out_dir / f"{tag}-compspec.key"
@@ -168,8 +181,31 @@ def push_sif_with_oras(sif: Path, ref: str) -> float:
         return round(time.monotonic() - t0, 2)
 
 
+def fill_sif_cache(sif: Path, ref: str, digest: str, sif_cache: Path | None) -> Path:
+    """Put the built SIF where `harness run` would pull `ref` (the same bytes, keyed by the
+    registry's digest): a hard link when the cache is on the lab's file system, else a copy."""
+    target = ImageCache(sif_cache).path_for(ref, digest)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".fill-{os.getpid()}-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(sif, tmp)
+    except OSError:
+        shutil.copyfile(sif, tmp)
+    os.replace(tmp, target)
+    return target
+
+
 def publish_image(
-    matrix: Matrix, registry: Registry, cache: Path, tag: str, *, verify_only: bool
+    matrix: Matrix,
+    registry: Registry,
+    cache: Path,
+    tag: str,
+    *,
+    verify_only: bool,
+    sif_cache: Path | None = None,
 ) -> dict[str, Any]:
     import oras.client
 
@@ -229,31 +265,34 @@ def publish_image(
         row["artifact_push_seconds"] = round(time.monotonic() - t0, 2)
         row["artifact_pushed"] = True
 
-    # 3. verification by pulling both back
+    # 3. verification: the registry holds a layer of the SIF's own sha256 (it checked the
+    # bytes it received against that digest), so a pull would only bring back these bytes;
+    # the harness's SIF cache gets them from here instead (what `harness run` would pull).
+    # An image of another architecture cannot be pulled by Apptainer at all ("could not
+    # run on the host's"): it is fetched with oras, and never put in the cache.
     with tempfile.TemporaryDirectory(prefix="lab-verify-", dir=cache) as tmp:
-        pulled = Path(tmp) / f"{tag}.sif"
         _, arch = sif_partition(sif)
         if arch == host_arch():
-            row["pull_seconds"] = _run(
-                ["apptainer", "pull", "--disable-cache", "--force", str(pulled), f"oras://{ref}"]
-            )
-            row["pull_tool"] = "apptainer pull"
+            t0 = time.monotonic()
+            row["sif_cached"] = str(fill_sif_cache(sif, ref, digest, sif_cache))
+            row["pull_seconds"] = round(time.monotonic() - t0, 2)
+            row["pull_tool"] = "SIF cache filled from the build"
         else:
-            # apptainer pull refuses it too ("could not open image ... for
-            # verification: the image's architecture (arm64) could not run on
-            # the host's (amd64)"): fetch the layer with oras.
             t0 = time.monotonic()
             got = client.pull(target=ref, outdir=str(Path(tmp) / "sif"))
             row["pull_seconds"] = round(time.monotonic() - t0, 2)
             row["pull_tool"] = "oras"
-            pulled = Path(got[0]) if len(got) == 1 else pulled
-        if not pulled.is_file() or sha256_file(pulled) != sif_sha:
-            raise PublishError(f"{tag}: the SIF pulled from {ref} differs from {sif}")
+            pulled = Path(got[0]) if len(got) == 1 else Path(tmp) / f"{tag}.sif"
+            if not pulled.is_file() or sha256_file(pulled) != sif_sha:
+                raise PublishError(f"{tag}: the SIF pulled from {ref} differs from {sif}")
         t0 = time.monotonic()
         files = client.pull(target=art_ref, outdir=str(Path(tmp) / "artifact"))
         row["artifact_pull_seconds"] = round(time.monotonic() - t0, 2)
         if len(files) != 1 or Path(files[0]).read_bytes() != data:
             raise PublishError(f"{tag}: the artifact pulled from {art_ref} differs")
+    # the harness's artifact cache serves a reference's artifact once fetched: give it these
+    # bytes, or a republished image would be judged by its old artifact
+    atomic_write(user_cache("artifacts") / cache_name(art_ref), data)
     row["verified"] = True
     row["artifact_attributes"] = {
         c["name"]: c["attributes"] for c in json.loads(data)["compatibilities"]
@@ -284,7 +323,13 @@ def manifest_text(matrix: Matrix, tags: list[str]) -> str:
 
 
 def run_publish(
-    matrix: Matrix, tags: list[str], *, verify_only: bool, cache: Path, write_manifest: bool
+    matrix: Matrix,
+    tags: list[str],
+    *,
+    verify_only: bool,
+    cache: Path,
+    write_manifest: bool,
+    sif_cache: Path | None = None,
 ) -> int:
     os.environ.setdefault("REQUESTS_CA_BUNDLE", str(SYSTEM_CA_BUNDLE))  # oras: not certifi
     if not shutil.which("apptainer"):
@@ -298,7 +343,11 @@ def run_publish(
     for tag in wanted:
         try:
             console.print(f"[bold]{tag}[/]: {'verify' if verify_only else 'publish'}")
-            rows.append(publish_image(matrix, registry, cache, tag, verify_only=verify_only))
+            rows.append(
+                publish_image(
+                    matrix, registry, cache, tag, verify_only=verify_only, sif_cache=sif_cache
+                )
+            )
         except (
             HarnessError,
             requests.RequestException,
@@ -362,6 +411,12 @@ def main(argv: list[str] | None = None, prog: str = "harness lab publish") -> in
     parser.add_argument(
         "--cache", type=Path, default=None, help="the lab cache ($HARNESS_LAB_CACHE or default)"
     )
+    parser.add_argument(
+        "--sif-cache",
+        type=Path,
+        default=None,
+        help="the harness's SIF cache to fill with the built images (`harness run`'s default)",
+    )
     args = parser.parse_args(argv)
     try:
         return run_publish(
@@ -370,6 +425,7 @@ def main(argv: list[str] | None = None, prog: str = "harness lab publish") -> in
             verify_only=args.verify_only,
             cache=args.cache or cache_dir(),
             write_manifest=not args.no_manifest and not args.verify_only,
+            sif_cache=args.sif_cache,
         )
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}")

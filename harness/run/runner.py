@@ -29,14 +29,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from harness import records
 from harness.errors import HarnessError
-from harness.judge.application import parse_figures
+from harness.judge.application import app_timings, parse_figures
 from harness.judge.classify import classify
 from harness.judge.faults import Fault
 from harness.outdir import Outdir
@@ -45,7 +45,7 @@ from harness.run.executors import Executor, Job, JobResult, create
 from harness.run.loadcheck import loader_failure
 from harness.run.runtime import ImageCache, Pulled
 from harness.select import host as hostmod
-from harness.select import manifest, matching, modes
+from harness.select import manifest, matching, modes, performance
 from harness.select.artifacts import ArtifactStore
 
 CENSUS, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_SCHEMA
@@ -80,6 +80,7 @@ class RunConfig:
     matcher: str = "native"
     executor_options: dict = field(default_factory=dict)  # e.g. Flux URI, MiniCluster size
     repeat: int = 1  # census only: runs of each image
+    census: Path | None = None  # a mode that chooses by speed: the census's outdir (else outdir)
     runtime_options: tuple[str, ...] = ()  # extra `apptainer exec` argv for every image
     launcher_options: tuple[str, ...] = ()  # extra MPI launcher argv
 
@@ -88,11 +89,13 @@ def pick(candidates: list[str], seed: int, mode: str, iteration: int) -> str:
     return random.Random(f"{seed}:{mode}:{iteration}").choice(candidates)
 
 
-def census_order(names: list[str], seed: int) -> list[str]:
-    """The census's order of images: a seeded shuffle, so that slow drifts of the machine do
-    not line up with the manifest's order; every pass runs each image once."""
+def census_order(names: list[str], seed: int, pass_: int = 0) -> list[str]:
+    """The images of one pass of the census (iterations pass_*n .. pass_*n + n-1): a seeded
+    shuffle of its own per pass, so that with --repeats K the runs of every image are
+    interleaved and neither the manifest's order nor a slow drift of the machine lines up with
+    one image; each pass runs every image once."""
     order = list(names)
-    random.Random(f"{seed}:{CENSUS}").shuffle(order)
+    random.Random(f"{seed}:{CENSUS}" + (f":{pass_}" if pass_ else "")).shuffle(order)
     return order
 
 
@@ -155,11 +158,16 @@ class Experiment:
     gpu_flags: dict[str, list[str]] = field(default_factory=dict)  # image -> e.g. ["--nv"]
     # called as (iteration, image, step) when a step starts: what a progress display shows
     on_step: Callable[[int, str, str], None] | None = None
+    # a mode that chooses (modes.Choice): its candidates best first, and why in that order
+    ranking: list[str] | None = None
+    chosen_by: str | None = None
 
     def choose(self, i: int) -> matching.Verdict:
         names = [v.image.name for v in self.allowed]
+        if self.ranking:
+            return self.allowed[names.index(self.ranking[0])]
         if self.cfg.mode == CENSUS:
-            name = census_order(names, self.seed)[i % len(names)]
+            name = census_order(names, self.seed, i // len(names))[i % len(names)]
         else:
             name = pick(names, self.seed, self.cfg.mode, i)
         return self.allowed[names.index(name)]
@@ -239,6 +247,7 @@ class Experiment:
         )
         if verdict.reason in SYMPTOMS and result is not None and result.binds and fault is None:
             verdict = step("judge", lambda: cause_of(verdict, result, pulled.path))
+        figures = parse_figures(out) if result else {}
         return records.Record(
             iteration=i,
             mode=cfg.mode,
@@ -260,16 +269,10 @@ class Experiment:
             signal=result.signal if result else None,
             timed_out=result.timed_out if result else False,
             pulled=not pulled.cached and pulled.path is not None,
-            timings=records.Timings(
-                select_s=round(self.select_s + step.seconds["pick"], 6),
-                pull_s=round(pulled.seconds, 6),
-                queue_s=round(result.queue_s, 6) if result else 0.0,
-                run_s=round(result.run_s, 6) if result else 0.0,
-                wrapper_s=round(time.perf_counter() - wrapper_start, 6),
-            ),
+            timings=self.timings(step, pulled, result, figures, wrapper_start),
             stdout_path=str(stdout),
             stderr_path=str(stderr),
-            figures=parse_figures(out) if result else {},
+            figures=figures,
             reason=verdict.reason,
             evidence=verdict.evidence,
             source=verdict.source,
@@ -279,6 +282,21 @@ class Experiment:
             events=result.events if result else [],
             steps=step.seconds,
             stage=None if verdict.reason == "success" else stage,
+        )
+
+    def timings(self, step, pulled: Pulled, result: JobResult | None, figures, start: float):
+        """The iteration's seconds: the harness's steps, the job's, and the application's own
+        share of the job as its figures say (harness/data/applications/*.yaml `timings`)."""
+        run_s = round(result.run_s, 6) if result else 0.0
+        app_s, overhead_s = app_timings(figures, run_s) if result else (None, None)
+        return records.Timings(
+            select_s=round(self.select_s + step.seconds["pick"], 6),
+            pull_s=round(pulled.seconds, 6),
+            queue_s=round(result.queue_s, 6) if result else 0.0,
+            run_s=run_s,
+            wrapper_s=round(time.perf_counter() - start, 6),
+            app_s=app_s,
+            overhead_s=overhead_s,
         )
 
 
@@ -305,7 +323,7 @@ def _select(cfg: RunConfig, images, host, store) -> tuple[list[matching.Verdict]
 
 def check_options(cfg: RunConfig) -> None:
     if cfg.repeat < 1:
-        raise HarnessError("--repeat must be at least 1")
+        raise HarnessError("--repeat must be at least 1 (--repeats K: runs of each image)")
     if cfg.iters < 1:
         raise HarnessError("--iters must be at least 1")
     if cfg.np < 1:
@@ -367,7 +385,46 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     if census_sets is not None:
         exp.census = census_body(cfg, host, census_sets, [v.image.name for v in allowed], seed)
     exp.gpu_flags = gpu_flags([v.image for v in allowed], store, hostmod.gpu_runtime_flags())
+    if cfg.mode != CENSUS and (mode := modes.resolve(cfg.mode, cfg.mode_file)).choose:
+        run = {"executor": executor.name, "launcher": executor.launcher, "np": cfg.np}
+        run["mpi_model"] = cfg.mpi_model
+        exp.ranking, exp.chosen_by = rank_candidates(cfg, mode, host, allowed, store, run)
     return exp
+
+
+def rank_candidates(
+    cfg: RunConfig,
+    mode: modes.Mode,
+    host: dict[str, str],
+    allowed: list[matching.Verdict],
+    store: ArtifactStore,
+    run: dict,
+) -> tuple[list[str], str]:
+    """A choosing mode's candidates, best first (harness.select.performance), and one line
+    that says by what: the census of this host, else the images' declared microarchitecture."""
+    choice = mode.choose
+    assert choice is not None
+    names = [v.image.name for v in allowed]
+    census = performance.read_census(cfg.census or cfg.outdir, choice.measure)
+    why = "no census in " + str(cfg.census or cfg.outdir)
+    if census is not None:
+        why = performance.census_fits(census, host, mode.keys, run)
+        if why:
+            why = f"the census in {census.outdir} is not this host's: {why}"
+            census = None
+    levels = {}
+    if census is None and choice.fallback:
+        for v in allowed:
+            artifact = store.get(v.image.name, v.image.artifact)
+            levels[v.image.name] = (artifact.attributes if artifact else {}).get(choice.fallback)
+    order = performance.ranking(names, census, levels)
+    if census is not None:
+        shown = ", ".join(
+            f"{name} {census.speeds[name].median:.3g}" for name in order if name in census.speeds
+        )
+        return order, f"{mode.name} chooses by {choice.measure} in {census.outdir}: {shown}"
+    shown = ", ".join(f"{name} {levels.get(name)}" for name in order)
+    return order, f"{mode.name}: {why}; chooses by {choice.fallback or 'manifest order'}: {shown}"
 
 
 def gpu_flags(images, store: ArtifactStore, flags: list[str]) -> dict[str, list[str]]:
@@ -397,6 +454,8 @@ def candidate_sets(cfg: RunConfig, images, host, store) -> dict[str, dict[str, A
             sets[name] = {"candidates": None, "error": str(exc)}
             continue
         sets[name] = {"candidates": [v.image.name for v in verdicts]}
+        if mode.choose:  # the mode takes one of them: the census's best (performance.ranking)
+            sets[name]["choose"] = asdict(mode.choose)
     return sets
 
 

@@ -137,6 +137,10 @@ class ImageCache:
         # An OCI image is identified by its config; a multi-arch index has none.
         return "docker://" + name, (manifest.get("config") or {}).get("digest")
 
+    def path_for(self, name: str, digest: str | None) -> Path:
+        """Where the cache keeps the image `name` whose registry digest is `digest`."""
+        return self.root / f"{cache_key(name, digest)}.sif"
+
     def pull(self, name: str) -> Pulled:
         start = time.perf_counter()
         if is_local(name):  # a local image: nothing to pull
@@ -155,8 +159,8 @@ class ImageCache:
                 f"pull {name}: {text}",
                 unreachable=isinstance(exc, RegistryUnreachable) or not answers(name),
             )
-        key = cache_key(name, digest)
-        target = self.root / f"{key}.sif"
+        target = self.path_for(name, digest)
+        key = target.stem
         if target.is_file():
             return Pulled(target, digest, time.perf_counter() - start, True)
         try:
@@ -179,6 +183,15 @@ class ImageCache:
             error or "pull produced no file",
             unreachable=not answers(name),
         )
+
+
+def local_sif(image: str) -> Path:
+    """The SIF of an image reference, pulled through the harness's own SIF cache (the same
+    pull `harness run` does): what `harness artifact create` describes."""
+    pulled = ImageCache().pull(image.removeprefix("oras://"))
+    if pulled.path is None:
+        raise HarnessError(pulled.error.strip().splitlines()[-1] if pulled.error else image)
+    return pulled.path
 
 
 def _pull(uri: str, dest: Path) -> str | None:

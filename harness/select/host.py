@@ -17,6 +17,9 @@ from harness.select.modes import comparators
 from harness.system import normalise_arch, parse_os_release
 
 ARCH = "io.archspec.cpu.target"
+# archspec's name of the CPU's microarchitecture (x86_64_v4, zen3, haswell, neoverse_v1...);
+# an image's is the level its program was built for (matching: archspec's order)
+MICROARCH = "io.archspec.cpu.microarchitecture"
 VENDOR = "org.supercontainers.os.vendor"
 VERSION = "org.supercontainers.os.version"
 GPU = "org.supercontainers.hardware.gpu.available"
@@ -59,6 +62,15 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def microarchitecture() -> str:
+    """This CPU's microarchitecture as archspec (the library Spack uses) names it from
+    /proc/cpuinfo: a named one (zen3, icelake) or, for a CPU it cannot name (a virtual CPU that
+    reports only "AMD EPYC"), the generic level of its features (x86_64_v4)."""
+    import archspec.cpu
+
+    return archspec.cpu.host().name
+
+
 def detect(launcher: str) -> dict[str, str]:
     """This machine; without the MPI launcher, the MPI keys are left out (a mode that needs
     them then says so)."""
@@ -66,6 +78,7 @@ def detect(launcher: str) -> dict[str, str]:
     mpi = launcher_mpi(launcher) if shutil.which(launcher) else None
     host = {
         ARCH: normalise_arch(platform.machine()),
+        MICROARCH: microarchitecture(),
         "io.archspec.cpu.model": cpu_model(),
         VENDOR: osr.get("ID", ""),
         VERSION: osr.get("VERSION_ID", ""),

@@ -27,9 +27,17 @@ def mpi_set(value: str) -> frozenset[str]:
     return frozenset(mpi.normalise(v) for v in value.split(",") if v.strip())
 
 
+def microarchitecture(value: str):
+    """archspec's Microarchitecture of that name, or None for a name archspec does not know."""
+    import archspec.cpu  # its table loads on first use: only modes that compare it pay
+
+    return archspec.cpu.TARGETS.get(value.strip().lower().replace("-", "_"))
+
+
 # Each comparison kind turns a value into a canonical form; two values agree when their forms
-# are equal, except versions, which agree when one is a prefix of the other by components, and
-# MPI implementations, which agree when the host's set holds every one the image names.
+# are equal, except versions, which agree when one is a prefix of the other by components,
+# MPI implementations, which agree when the host's set holds every one the image names, and
+# microarchitectures, which agree when the host's is the image's or descends from it.
 NORMALISERS = {
     "arch": normalise_arch,
     "nocase": lambda v: v.strip().lower(),
@@ -37,6 +45,7 @@ NORMALISERS = {
     "yesno": lambda v: v.strip().lower() in YES,
     "version": lambda v: tuple(v.strip().split(".")),
     "exact": lambda v: v,
+    "microarch": microarchitecture,
 }
 
 
@@ -46,6 +55,8 @@ def _agree(kind: str, host, image) -> bool:
         return host[:n] == image[:n]
     if kind == "mpi":
         return bool(image) and image <= host
+    if kind == "microarch":  # archspec's order: image <= host when host is or descends from it
+        return image is not None and host is not None and image <= host
     return host == image
 
 

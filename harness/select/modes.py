@@ -17,10 +17,33 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
+class Choice:
+    """How a mode chooses among its candidates instead of at random: by the census's `measure`
+    on this host (harness.select.performance), else by the image's `fallback` attribute (a
+    microarchitecture: the highest level first)."""
+
+    measure: str
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
 class Mode:
     name: str
     keys: tuple[str, ...]
     description: str = ""
+    choose: Choice | None = None  # None: a seeded random pick among the candidates
+
+
+def _choice(body: object, where: str, known: dict[str, str]) -> Choice | None:
+    if body is None:
+        return None
+    measure = body.get("measure") if isinstance(body, dict) else None
+    if not isinstance(measure, str) or not NAME.match(measure):
+        raise HarnessError(f"{where}: choose needs a 'measure' (e.g. time_to_solution_s)")
+    fallback = body.get("fallback")
+    if fallback is not None and known.get(fallback) != "microarch":
+        raise HarnessError(f"{where}: choose's fallback must be a microarchitecture key")
+    return Choice(measure, fallback)
 
 
 @cache
@@ -49,7 +72,12 @@ def _parse(data: object, where: str) -> dict[str, Mode]:
                     f"{where}: mode {name!r} uses unknown attribute key {key!r} "
                     f"(known: {', '.join(sorted(known))})"
                 )
-        modes[str(name)] = Mode(str(name), tuple(body["keys"]), str(body.get("description", "")))
+        modes[str(name)] = Mode(
+            str(name),
+            tuple(body["keys"]),
+            str(body.get("description", "")),
+            _choice(body.get("choose"), f"{where}: mode {name!r}", known),
+        )
     return modes
 
 

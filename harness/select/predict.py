@@ -42,6 +42,7 @@ from harness.select.host import ARCH, GPU, LIBC, MPI_VERSION, VENDOR, VERSION
 from harness.select.host import MPI_IMPL as MPI
 from harness.select.manifest import Image
 from harness.select.modes import Mode
+from harness.select.performance import ranking
 from harness.system import normalise_arch
 
 # The reference experiment's Flux views (run_experiments.py): OS, version as compspec says it.
@@ -174,7 +175,10 @@ def reference(
         raise HarnessError(f"predict: no image of the host's architecture {arch}")
     results = []
     for name, mode in modes.items():  # in the modes data's order
-        if name in VIEW_BY_IMAGE:
+        if missing := [k for k in mode.keys if k not in host]:
+            results.append(ModePrediction(name))
+            results[-1].add(1.0, "no-candidate", f"the host lacks {', '.join(missing)}")
+        elif name in VIEW_BY_IMAGE:
             results.append(_view_per_image(name, pool, attrs, arch, gpu))
         else:
             results.append(_descriptive(name, mode, images, attrs, store, host, arch, gpu))
@@ -253,6 +257,10 @@ def on_host(
             pred.add(1.0, "no-candidate", str(exc))
             results.append(pred)
             continue
+        if mode.choose:  # it runs one image: the first by its declared preference (no census)
+            names = [v.image.name for v in allowed]
+            levels = {n: attrs[n].get(mode.choose.fallback or "") for n in names}
+            allowed = [v for v in allowed if v.image.name == ranking(names, None, levels)[0]]
         for v in allowed:
             pred.add(1 / len(allowed), *_outcome(attrs, v.image.name, env))
         results.append(pred)

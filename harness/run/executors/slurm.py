@@ -208,7 +208,7 @@ def image_mpi(
 def _read_image_mpi(
     sif: Path, command: list[str], workdir: str | None
 ) -> tuple[str | None, str | None, str]:
-    from harness import artifact_create as ac  # read-only use of the artifact's readers
+    from harness.select import artifact_create as ac  # read-only use of the artifact's readers
 
     try:
         files = ac.SifFiles(sif)

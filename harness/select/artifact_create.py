@@ -27,7 +27,6 @@ asks LAMMPS for a GPU (see gpu_available).  The command is passed in
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import posixpath
@@ -36,32 +35,21 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
 
 from harness.errors import HarnessError
 from harness.mpi import parse_version as parse_mpi_version
+from harness.select.elf import elf_info, microarchitecture
 from harness.system import normalise_arch, parse_os_release
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT / "compspec" / "lab-spec.yaml"
 
-# ELF e_machine -> the architecture names compspec uses (Go/OCI style).
-ELF_MACHINES = {
-    "EM_X86_64": "amd64",
-    "EM_AARCH64": "arm64",
-    "EM_386": "386",
-    "EM_PPC64": "ppc64le",
-    "EM_ARM": "arm",
-    "EM_RISCV": "riscv64",
-    "EM_S390": "s390x",
-}
 
 LIB_DIRS = {
     "amd64": ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64"],
@@ -206,30 +194,6 @@ class SifFiles:
 
 # --------------------------------------------------------------------------
 # ELF
-
-
-@dataclass
-class ElfInfo:
-    machine: str
-    needed: list[str]
-    runpath: list[str]
-
-
-def elf_info(data: bytes) -> ElfInfo | None:
-    try:
-        elf = ELFFile(io.BytesIO(data))
-    except ELFError:
-        return None
-    needed, runpath = [], []
-    for section in elf.iter_sections():
-        if isinstance(section, DynamicSection):
-            for tag in section.iter_tags():
-                if tag.entry.d_tag == "DT_NEEDED":
-                    needed.append(tag.needed)
-                elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
-                    value = tag.runpath if tag.entry.d_tag == "DT_RUNPATH" else tag.rpath
-                    runpath += value.split(":")
-    return ElfInfo(ELF_MACHINES.get(elf["e_machine"], str(elf["e_machine"])), needed, runpath)
 
 
 def library_closure(files: SifFiles, binary: str, arch: str) -> dict[str, str | None]:
@@ -578,6 +542,8 @@ def extract(
         raise ArtifactError(f"{sif}: {arch_binary} is not an ELF file")
     arch = info.machine
     ex.set("system.arch.name", arch, f"ELF machine of {arch_binary}")
+    how = "x86 ISA needed" if info.isa_needed else "no ISA level noted: the architecture's"
+    ex.set("system.arch.microarchitecture", microarchitecture(info), f"{how} of {arch_binary}")
     can_run = (arch == host_arch()) if run is None else run
 
     status = files.read_text("/var/lib/dpkg/status") or ""
@@ -676,22 +642,9 @@ def create_artifact(
     return render(load_spec(spec_path), fields)
 
 
-def local_sif(image: str) -> Path:
-    """The SIF to describe: the file itself, or the image pulled through the harness's own
-    runtime and SIF cache (the same pull `harness run` does)."""
-    from harness.run.runtime import ImageCache, is_local
-
-    if is_local(image) or Path(image).is_file():
-        if not Path(image).is_file():
-            raise ArtifactError(f"{image}: no such SIF file")
-        return Path(image)
-    pulled = ImageCache().pull(image.removeprefix("oras://"))
-    if pulled.path is None:
-        raise ArtifactError(pulled.error.strip().splitlines()[-1] if pulled.error else image)
-    return pulled.path
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, fetch: Callable[[str], Path] | None = None) -> int:
+    """`harness artifact create`; `fetch` pulls an image reference to a local SIF (the run
+    stage's SIF cache, passed in by the command line: selection never pulls images)."""
     parser = argparse.ArgumentParser(
         prog="harness artifact create", description="compatibility artifact of a SIF image"
     )
@@ -708,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
-        ex = extract(local_sif(args.image))
+        ex = extract(_local(args.image, fetch))
         artifact = render(spec, ex.fields)
     except (HarnessError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -723,6 +676,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, how in sorted(ex.provenance.items()):
             print(f"{name:22} = {ex.fields[name]!r:40} <- {how}", file=sys.stderr)
     return 0
+
+
+def _local(image: str, fetch: Callable[[str], Path] | None) -> Path:
+    if Path(image).is_file():
+        return Path(image)
+    if image.endswith(".sif") and ":" not in image.rsplit("/", 1)[-1]:
+        raise ArtifactError(f"{image}: no such SIF file")
+    if fetch is None:
+        raise ArtifactError(f"{image}: not a SIF file (give a file, or use `harness artifact`)")
+    return fetch(image)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""How fast each image runs here: medians with intervals from repeated runs, and the order a
+performance-aware mode chooses in.
+
+The measures are time-to-solution (`time_to_solution_s`: the job's run time, launch to exit, as
+the executor measured it: what a user waits for once the image is on the node) and every
+numeric figure of merit the application reports (harness/data/applications/*.yaml). Only
+successful runs count: a failed run's time says nothing about speed.
+
+Each image's median comes with a distribution-free interval: the order statistics x(j) and x(k)
+of its n values that enclose the population median with probability at least `confidence`
+(the binomial(n, 1/2) argument; no assumption about the shape of the distribution). With too
+few runs for the confidence asked (n <= 5 for 95 %), the interval is the whole range and
+`coverage` says what it really covers (75 % for 3 runs, 94 % for 5).
+
+`ranking()` is what `descriptive-performance` chooses by (harness/data/modes.yaml): the images
+a census on this host saw succeed, fastest median first, then those it never saw succeed; with
+no census for this host, the highest microarchitecture level an image was built for first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import records
+from harness.errors import HarnessError
+
+TIME_TO_SOLUTION = "time_to_solution_s"
+# measures where more is better; every other is a time (less is better)
+HIGHER_IS_BETTER = frozenset({"timesteps_per_s", "tau_per_day", "ns_per_day", "katom_step_per_s"})
+# What a census must share with the run that uses its speeds: otherwise they measured another
+# way of running the images.
+SAME_RUN = ("executor", "launcher", "mpi_model", "np")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A median and its interval, from n values."""
+
+    n: int
+    median: float
+    low: float
+    high: float
+    coverage: float  # the probability that [low, high] holds the population median
+
+    def overlaps(self, other: Spread) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        raise ValueError("the median of no values")
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _binomial_cdf(k: int, n: int) -> float:
+    """P(B <= k) for B ~ binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def spread(values: Iterable[float], confidence: float = 0.95) -> Spread:
+    """The median of `values` and the narrowest symmetric order-statistic interval that covers
+    the population median with probability >= confidence (the whole range when n is too small
+    for that, with its real coverage)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        raise ValueError("a spread of no values")
+    # [x(j), x(n-1-j)] (0-based) covers the median with 1 - 2 P(B <= j); take the largest j
+    # that still gives the confidence
+    j = 0
+    while j + 1 < n - 1 - (j + 1) and 1 - 2 * _binomial_cdf(j + 1, n) >= confidence:
+        j += 1
+    coverage = 1 - 2 * _binomial_cdf(j, n) if n > 1 else 0.0
+    return Spread(n, median(ordered), ordered[j], ordered[n - 1 - j], round(coverage, 4))
+
+
+def value(record: records.Record, measure: str) -> float | None:
+    """The record's value of a measure: time-to-solution or a numeric figure of merit."""
+    if measure == TIME_TO_SOLUTION:
+        return record.timings.run_s
+    got = record.figures.get(measure)
+    return float(got) if isinstance(got, int | float) and not isinstance(got, bool) else None
+
+
+def better_first(measure: str) -> bool:
+    """True when a higher value of the measure is better (rates), False for times."""
+    return measure in HIGHER_IS_BETTER
+
+
+def per_image(
+    recs: Iterable[records.Record], measures: Iterable[str] = (TIME_TO_SOLUTION,)
+) -> dict[str, dict[str, Spread]]:
+    """Image -> measure -> Spread, from the successful records (images without one absent)."""
+    wanted = tuple(measures)
+    values: dict[str, dict[str, list[float]]] = {}
+    for rec in recs:
+        if rec.reason != "success" or rec.image is None:
+            continue
+        for m in wanted:
+            v = value(rec, m)
+            if v is not None:
+                values.setdefault(rec.image, {}).setdefault(m, []).append(v)
+    return {
+        image: {m: spread(vs) for m, vs in by_measure.items()}
+        for image, by_measure in values.items()
+    }
+
+
+@dataclass(frozen=True)
+class Census:
+    """A census's view of speed: its host, how it ran, and each image's spread."""
+
+    outdir: Path
+    host: dict[str, str]
+    run: dict[str, object]  # SAME_RUN fields of its records
+    speeds: dict[str, Spread]  # image -> spread of the measure
+    measure: str
+
+
+def read_census(outdir: Path, measure: str = TIME_TO_SOLUTION) -> Census | None:
+    """The census kept in an outdir (census.json and its records), or None when it has none."""
+    path = Path(outdir) / records.CENSUS_FILE
+    if not path.is_file():
+        return None
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{path}: not a census file ({exc})") from None
+    recs = records.of_mode(Path(outdir), records.CENSUS)
+    if not recs or not isinstance(body, dict) or not isinstance(body.get("host"), dict):
+        return None
+    run = {k: getattr(recs[0], k) for k in SAME_RUN}
+    speeds = {image: m[measure] for image, m in per_image(recs, [measure]).items()}
+    return Census(Path(outdir), body["host"], run, speeds, measure)
+
+
+def census_fits(census: Census, host: dict[str, str], keys: Iterable[str], run: dict) -> str:
+    """Why this census cannot rank images for this run ('' when it can): another host on the
+    mode's keys, or another way of running the images."""
+    for key in keys:
+        if census.host.get(key) != host.get(key):
+            return f"its host has {key}={census.host.get(key)}, this one {host.get(key)}"
+    for key in SAME_RUN:
+        if run.get(key) is not None and census.run.get(key) != run[key]:
+            return f"it ran with {key} {census.run.get(key)}, this run with {run[key]}"
+    return ""
+
+
+def ranking(
+    candidates: list[str], census: Census | None, levels: dict[str, str | None]
+) -> list[str]:
+    """The candidates in the order a performance-aware mode prefers them: with a census, those
+    it saw succeed by their median (best first), then the rest; without one, by the
+    microarchitecture level each was built for (`levels`: image -> archspec name), highest
+    first. Ties keep the manifest's order."""
+    if census is not None:
+        high = better_first(census.measure)
+
+        def key(name: str) -> tuple[int, float]:
+            s = census.speeds.get(name)
+            if s is None:
+                return (1, 0.0)
+            return (0, -s.median if high else s.median)
+
+        return sorted(candidates, key=key)
+    return sorted(candidates, key=lambda name: -level_depth(levels.get(name)))
+
+
+def level_depth(name: str | None) -> int:
+    """How far a microarchitecture is from its family's root in archspec's tree (x86_64 0,
+    x86_64_v4 3, zen4 more): a higher level runs on fewer hosts and may run faster."""
+    if not name:
+        return -1
+    import archspec.cpu
+
+    target = archspec.cpu.TARGETS.get(name)
+    return len(target.ancestors) if target is not None else -1
