@@ -64,16 +64,18 @@ __all__ = [
 ]
 
 
-def _aggregate(paths: list[Path], filters: Filters, fom: Path | None, fom_all: bool):
+def _aggregate(
+    paths: list[Path], filters: Filters, fom: Path | None, fom_all: bool, mode_file: Path | None
+):
     """The one pass over the records, the figures of merit written as they go by (kept only
     when every filter matched something)."""
     if fom is None:
         aggregates = load(paths, filters)
-        check_filters(aggregates)
+        check_filters(aggregates, mode_file)
         return aggregates, None
     with FomExport(fom, everything=fom_all) as sink:
         aggregates = load(paths, filters, on_record=sink)
-        check_filters(aggregates)
+        check_filters(aggregates, mode_file)
         return aggregates, sink.commit()
 
 
@@ -106,7 +108,7 @@ def main(
         raise HarnessError("report: --compare needs at least two outdirs")
     mode_data.order(mode_file)  # a bad mode file stops here, before any file is written
     filters = Filters.of(modes, images, reasons)
-    aggregates, fom = _aggregate(paths, filters, export_fom, export_fom_all)
+    aggregates, fom = _aggregate(paths, filters, export_fom, export_fom_all, mode_file)
     summary = summarize(aggregates, mode_file)
     if compare:
         summary.compare = compare_outdirs(summary)
@@ -123,9 +125,11 @@ def main(
     console = Console()
     render(summary, console)
     if target:
-        console.print(f"wrote {len(written)} files into {target}", markup=False)
+        console.print(f"wrote {len(written)} files into {target}", markup=False, soft_wrap=True)
     else:
-        console.print("filtered report: nothing written (--out DIR writes it)", markup=False)
+        console.print(
+            "filtered report: nothing written (--out DIR writes it)", markup=False, soft_wrap=True
+        )
     if fom is not None:
-        console.print(f"figures of merit: {fom}", markup=False)
+        console.print(f"figures of merit: {fom}", markup=False, soft_wrap=True)
     return 0

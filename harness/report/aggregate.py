@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,13 @@ from pathlib import Path
 from harness import records
 from harness.errors import HarnessError
 from harness.records import CENSUS, CENSUS_FILE, CENSUS_SCHEMA, Record
-from harness.report.ordering import image_matches, image_sort_key, image_tag, reason_order
+from harness.report.ordering import (
+    ModeOrder,
+    image_matches,
+    image_sort_key,
+    image_tag,
+    reason_order,
+)
 from harness.report.stats import number
 
 EVIDENCE_KEPT = 256  # distinct evidence lines counted exactly per (group, reason)
@@ -95,22 +100,23 @@ class Group:
     __slots__ = ("reasons", "values", "evidence")
 
     def __init__(self, value_names: tuple[str, ...]) -> None:
-        self.reasons: Counter[str] = Counter()
+        self.reasons: dict[str, int] = {}
         self.values: dict[str, array] = {name: array("d") for name in value_names}
         self.evidence: dict[str, TopLines] = {}
 
     def add(self, record: Record) -> None:
-        self.reasons[record.reason] += 1
-        if record.reason == "success":
+        reason = record.reason
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if reason == "success":
             for name, values in self.values.items():
                 source = record.timings.run_s if name == "run_s" else record.figures.get(name)
                 value = number(source)
                 if value is not None:
                     values.append(value)
         else:
-            lines = self.evidence.get(record.reason)
+            lines = self.evidence.get(reason)
             if lines is None:
-                lines = self.evidence[record.reason] = TopLines()
+                lines = self.evidence[reason] = TopLines()
             lines.add(record.evidence)
 
 
@@ -138,8 +144,10 @@ class OutdirData:
     kept: int = 0  # those the filters kept
     modes: dict[str, Group] = field(default_factory=dict)  # sampled modes, census left out
     images: dict[str, Group] = field(default_factory=dict)  # census records per image
-    seen_modes: dict[str, None] = field(default_factory=dict)  # in order of first record
-    seen_images: set[str] = field(default_factory=set)
+    # What the records hold before the filters, known when filtering (a filter matching
+    # nothing names it); modes in the order of their first record.
+    seen_modes: dict[str, None] = field(default_factory=dict)
+    seen_images: set[str | None] = field(default_factory=set)
     seen_reasons: set[str] = field(default_factory=set)
     iterations: list[Iteration] = field(default_factory=list)
 
@@ -198,16 +206,21 @@ def load_census(outdir: Path) -> dict | None:
     return data
 
 
-def _keeper(filters: Filters) -> Callable[[Record], bool] | None:
-    """The filters as one test of a record; None when nothing is filtered."""
+def _keeper(filters: Filters, out: OutdirData) -> Callable[[Record], bool] | None:
+    """The filters as one test of a record, noting what the outdir holds on the way; None
+    when nothing is filtered."""
     if not filters:
         return None
     modes = None if filters.modes is None else {*filters.modes, CENSUS}
     reasons = None if filters.reasons is None else set(filters.reasons)
     wanted = None if filters.images is None else set(filters.images)
     verdicts: dict[str | None, bool] = {}  # image -> kept, decided once per image
+    seen_modes, seen_images, seen_reasons = out.seen_modes, out.seen_images, out.seen_reasons
 
     def keep(r: Record) -> bool:
+        seen_modes[r.mode] = None
+        seen_images.add(r.image)
+        seen_reasons.add(r.reason)
         if modes is not None and r.mode not in modes:
             return False
         if reasons is not None and r.reason not in reasons:
@@ -228,14 +241,10 @@ def _stream(
     on_record: Callable[[str, Record], None] | None,
 ) -> None:
     """The one pass over an outdir's records (typed by harness.records.read)."""
-    seen_modes, seen_images, seen_reasons = out.seen_modes, out.seen_images, out.seen_reasons
     iterations = out.iterations
     total = kept = 0
     for r in records.read(out.path):
         total += 1
-        seen_modes[r.mode] = None
-        seen_images.add(r.image)
-        seen_reasons.add(r.reason)
         if keep is not None and not keep(r):
             continue
         kept += 1
@@ -249,6 +258,8 @@ def _stream(
                 )
             )
     out.records, out.kept = total, kept
+    if keep is None:  # every record was kept: the groups know the modes, in order
+        out.seen_modes = dict.fromkeys(out.modes)
 
 
 def load(
@@ -266,7 +277,6 @@ def load(
     if not paths:
         raise HarnessError("report: no outdir given")
     filters = filters or Filters()
-    keep = _keeper(filters)
     result = Aggregates([], filters)
     for path, label in zip(paths, labels(paths), strict=True):
         if not path.is_dir():
@@ -277,23 +287,20 @@ def load(
             )
         out = OutdirData(label, path, load_census(path))
         try:
-            _stream(out, keep, on_record)
+            _stream(out, _keeper(filters, out), on_record)
         except HarnessError as exc:
             raise HarnessError(f"report: {exc}") from None
         result.outdirs.append(out)
     return result
 
 
-def check_filters(aggregates: Aggregates) -> None:
+def check_filters(aggregates: Aggregates, mode_file: str | Path | None = None) -> None:
     """A filter value that matches nothing is a typo, not an empty report: HarnessError naming
-    what there is (in the outdirs' records and census files)."""
+    what there is (in the outdirs' records and census files; modes in the modes files' order)."""
     outs = aggregates.outdirs
     census = [o.census for o in outs if o.census]
-    modes = list(
-        dict.fromkeys(
-            [m for o in outs for m in o.seen_modes] + [m for c in census for m in c["modes"]]
-        )
-    )
+    present = [m for c in census for m in c["modes"]] + [m for o in outs for m in o.seen_modes]
+    modes = [m for m in ModeOrder.build(None, mode_file, present).names if m in set(present)]
     images = {i for o in outs for i in o.seen_images if i} | {
         i for c in census for i in c.get("images") or () if isinstance(i, str)
     }

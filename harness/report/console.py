@@ -24,7 +24,12 @@ def _table(title: str, head: Sequence[str], rows: list[list], names: int = 1, wi
     from rich.text import Text
 
     cells = [[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]
-    t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(
+        title=Text(title, overflow="fold"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for i, name in enumerate(head):
         if name == "evidence":
             t.add_column(name, overflow="fold", max_width=60 if wide else None)

@@ -16,7 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import harness.report.figures as figures
 import harness.report.formats as fmt
 from harness.errors import HarnessError
 from harness.files import atomic_write
@@ -85,6 +84,8 @@ def write(summary: Summary, dest: Path) -> list[Path]:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"report: cannot create {dest}: {exc.strerror or exc}") from exc
+    from harness.report import figures  # matplotlib: only when figures are drawn
+
     drawn = figures.rendered(summary)
     files = {
         "report.csv": csv_text(summary).encode(),

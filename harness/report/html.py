@@ -46,6 +46,7 @@ th { border-bottom: 2px solid #888; }
 td.r, th.r { text-align: right; white-space: nowrap; }
 td.l, th.l { text-align: left; }
 code { font-size: 90%; overflow-wrap: anywhere; }
+td:first-child code { white-space: nowrap; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; height: auto; }
 """

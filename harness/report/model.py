@@ -18,6 +18,7 @@ for the figures and report.html.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.report.aggregate import Iteration
@@ -41,7 +42,7 @@ class ModeRow:
     ci95: list[float]
     reasons: dict[str, int]
     median_wall_s: float | None
-    run_times: list[float] = field(default_factory=list, repr=False)  # the successes'
+    run_times: Sequence[float] = field(default_factory=list, repr=False)  # the successes'
     evidence: dict[str, str] = field(default_factory=dict)  # reason -> most frequent line
 
     def to_json(self) -> dict:

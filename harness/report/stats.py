@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
 from harness.judge.reasons import counts_in_rate
 from harness.report.ordering import reason_order
 
@@ -43,6 +41,8 @@ def binomial_interval(n: int, p: float, level: float = LEVEL) -> tuple[int, int]
         return (0, 0)
     if p == 1.0:
         return (n, n)
+    import numpy as np  # here, not above: the records' pass runs without it, at less memory
+
     alpha = (1.0 - level) / 2
     k = np.arange(n + 1, dtype=np.float64)
     i = k[1:]
@@ -79,6 +79,8 @@ def counts(reasons: Mapping[str, int]) -> dict:
 
 def median(values: Sequence[float]) -> float | None:
     """The median, None without values."""
+    import numpy as np
+
     return float(np.median(np.asarray(values, dtype=np.float64))) if len(values) else None
 
 

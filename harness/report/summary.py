@@ -79,7 +79,7 @@ def _modes(outs: list[OutdirData], order: ModeOrder) -> dict[str, ModeRow]:
     for o in outs:
         for mode in order.sort(o.modes):
             g = o.modes[mode]
-            run_times = g.values["run_s"].tolist()
+            run_times = g.values["run_s"]
             rows[_shared_key(o.label, mode, shared)] = ModeRow(
                 outdir=o.label,
                 mode=mode,
