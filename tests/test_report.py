@@ -448,14 +448,18 @@ def write_sampled(out: Path, mode: str, outcomes: dict[str, int]) -> None:
             i += 1
 
 
-@pytest.fixture
-def census_dir(tmp_path: Path) -> Path:
-    out = tmp_path / "lab"
+def census_outdir(out: Path) -> Path:
+    """A census and three sampled modes."""
     write_census(out)
     write_sampled(out, "random", {"success": 1, "gpu": 9})
     write_sampled(out, "basic", {"success": 6, "arch": 4})
     write_sampled(out, "descriptive-mpi", {"success": 7, "mpi": 3, "infra": 2})
     return out
+
+
+@pytest.fixture
+def census_dir(tmp_path: Path) -> Path:
+    return census_outdir(tmp_path / "lab")
 
 
 def test_binomial_interval_hand_computed():
@@ -905,3 +909,22 @@ def test_compare_a_sampled_run_with_a_census_only_outdir(census_dir: Path, tmp_p
     census_only = data["compare"]["platform"]  # no sampled platform runs in either outdir
     assert census_only["other"] is None and census_only["other_expected"] is not None
     assert (dest / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_values_no_clock_gives_are_left_out(tmp_path: Path):
+    """A negative run time, one longer than the time since the epoch, a string among the
+    figures: not measurements. The medians and the figures use the others (matplotlib cannot
+    lay out an axis of +-1e308)."""
+    out = tmp_path / "odd"
+    out.mkdir()
+    for i, run_s in enumerate([-1e308, 1.7e308, 3.0, 5.0]):
+        append(out, rec("basic", i, "success", run_s=run_s))
+    figures = {"loop_time_s": "fast", "timesteps_per_s": 1e300}
+    append(out, rec("census", 0, "success", figures=figures))
+    s = build(out)
+    assert s.modes["basic"].median_wall_s == pytest.approx(4.0)
+    assert list(s.modes["basic"].run_times) == [3.0, 5.0]
+    assert s.modes["basic"].n == 4  # the runs still count
+    image = next(iter(s.images.values()))
+    assert (image.loop_time_s, image.timesteps_per_s) == (None, 1e300)
+    assert len(report.write(s, tmp_path / "rep")) == 10

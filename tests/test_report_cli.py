@@ -20,7 +20,15 @@ from harness import report
 from harness.records import append, records_path
 from harness.report import aggregate
 from tests.conftest import cli, require
-from tests.test_report import A, B, build, fill, rec, write_census, write_sampled
+from tests.test_report import (
+    A,
+    B,
+    build,
+    census_outdir,
+    fill,
+    rec,
+    write_census,
+)
 
 WIDTH = 100
 
@@ -32,11 +40,7 @@ def snapshot(outdir: Path) -> dict[str, bytes]:
 @pytest.fixture
 def lab(tmp_path: Path) -> Path:
     """A census and three sampled modes, reported once (the full report files exist)."""
-    out = tmp_path / "lab"
-    write_census(out)
-    write_sampled(out, "random", {"success": 1, "gpu": 9})
-    write_sampled(out, "basic", {"success": 6, "arch": 4})
-    write_sampled(out, "descriptive-mpi", {"success": 7, "mpi": 3, "infra": 2})
+    out = census_outdir(tmp_path / "lab")
     assert cli("report", str(out)).returncode == 0
     return out
 

@@ -15,6 +15,8 @@ rates instead); an `images` filter names an image by its full reference or its t
 from __future__ import annotations
 
 import json
+import math
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +37,10 @@ from harness.report.stats import number
 EVIDENCE_KEPT = 256  # distinct evidence lines counted exactly per (group, reason)
 ITERATIONS_KEPT = 5000  # iterations per outdir listed with their logs in report.html
 
-# The successes' values each kind of group keeps: (name, where it comes from).
-MODE_VALUES = ("run_s",)
-IMAGE_VALUES = ("loop_time_s", "timesteps_per_s")
+# The successes' values each kind of group keeps, and whether each is a duration: a duration
+# longer than the time since the epoch is none the harness measured (the run began after it).
+MODE_VALUES = {"run_s": True}
+IMAGE_VALUES = {"loop_time_s": True, "timesteps_per_s": False}
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,14 @@ class TopLines:
 class Group:
     """The records of one (outdir, mode) or one (outdir, image) of the census."""
 
-    __slots__ = ("reasons", "values", "evidence")
+    __slots__ = ("reasons", "values", "evidence", "most")
 
-    def __init__(self, value_names: tuple[str, ...]) -> None:
+    def __init__(self, kinds: dict[str, bool]) -> None:
         self.reasons: dict[str, int] = {}
-        self.values: dict[str, array] = {name: array("d") for name in value_names}
+        self.values: dict[str, array] = {name: array("d") for name in kinds}
         self.evidence: dict[str, TopLines] = {}
+        now = time.time()
+        self.most = {name: now if duration else math.inf for name, duration in kinds.items()}
 
     def add(self, record: Record) -> None:
         reason = record.reason
@@ -111,7 +116,7 @@ class Group:
             for name, values in self.values.items():
                 source = record.timings.run_s if name == "run_s" else record.figures.get(name)
                 value = number(source)
-                if value is not None:
+                if value is not None and value <= self.most[name]:
                     values.append(value)
         else:
             lines = self.evidence.get(reason)

@@ -27,20 +27,37 @@ from harness.report.ordering import ModeOrder
 SCHEMA = "compat-harness/report/2"  # 2: n leaves out reasons with rate false (infra)
 
 
-@dataclass
-class ModeRow:
-    """One mode of one outdir: counts, the rate with its Wilson 95 % interval, median run time
-    of the successes."""
+@dataclass(kw_only=True)
+class Counts:
+    """The runs of a group (stats.counts): n counts toward the rate, runs are all of them."""
 
-    outdir: str
-    mode: str
     n: int
     success: int
     runs: int
     excluded: int
     rate: float | None
-    ci95: list[float]
+    ci95: list[float]  # Wilson 95 % interval of the rate
     reasons: dict[str, int]
+
+    def counts_json(self) -> dict:
+        return {
+            "n": self.n,
+            "success": self.success,
+            "runs": self.runs,
+            "excluded": self.excluded,
+            "rate": self.rate,
+            "ci95": list(self.ci95),
+            "reasons": dict(self.reasons),
+        }
+
+
+@dataclass(kw_only=True)
+class ModeRow(Counts):
+    """One mode of one outdir: counts, the rate with its Wilson 95 % interval, median run time
+    of the successes."""
+
+    outdir: str
+    mode: str
     median_wall_s: float | None
     run_times: Sequence[float] = field(default_factory=list, repr=False)  # the successes'
     evidence: dict[str, str] = field(default_factory=dict)  # reason -> most frequent line
@@ -49,25 +66,18 @@ class ModeRow:
         return {
             "outdir": self.outdir,
             "mode": self.mode,
-            **_counts(self),
+            **self.counts_json(),
             "median_wall_s": self.median_wall_s,
         }
 
 
-@dataclass
-class ImageRow:
+@dataclass(kw_only=True)
+class ImageRow(Counts):
     """One image of a census: counts, the most frequent failure and its most frequent
     evidence line, median figures of the successes."""
 
     outdir: str
     image: str
-    n: int
-    success: int
-    runs: int
-    excluded: int
-    rate: float | None
-    ci95: list[float]
-    reasons: dict[str, int]
     reason: str | None
     evidence: str | None
     loop_time_s: float | None
@@ -77,24 +87,12 @@ class ImageRow:
         return {
             "outdir": self.outdir,
             "image": self.image,
-            **_counts(self),
+            **self.counts_json(),
             "reason": self.reason,
             "evidence": self.evidence,
             "loop_time_s": self.loop_time_s,
             "timesteps_per_s": self.timesteps_per_s,
         }
-
-
-def _counts(row: ModeRow | ImageRow) -> dict:
-    return {
-        "n": row.n,
-        "success": row.success,
-        "runs": row.runs,
-        "excluded": row.excluded,
-        "rate": row.rate,
-        "ci95": list(row.ci95),
-        "reasons": dict(row.reasons),
-    }
 
 
 @dataclass

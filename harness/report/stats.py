@@ -85,8 +85,9 @@ def median(values: Sequence[float]) -> float | None:
 
 
 def number(value: object) -> float | None:
-    """A record's value as a finite float, else None (a missing figure, a string among them)."""
+    """A duration or rate of a record as a float, else None: a missing figure, a string among
+    them, or a value no clock or counter gives (negative, infinite, NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
-    return value if math.isfinite(value) else None
+    return value if math.isfinite(value) and value >= 0 else None
