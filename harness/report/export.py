@@ -84,9 +84,9 @@ def write(summary: Summary, dest: Path) -> list[Path]:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"report: cannot create {dest}: {exc.strerror or exc}") from exc
-    from harness.report import figures  # matplotlib: only when figures are drawn
+    from harness.report.figures import rendered  # matplotlib: only when figures are drawn
 
-    drawn = figures.rendered(summary)
+    drawn = rendered(summary)
     files = {
         "report.csv": csv_text(summary).encode(),
         "report.md": markdown(summary).encode(),
