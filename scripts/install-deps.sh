@@ -16,7 +16,7 @@ APPTAINER_VERSION="1.4.5"
 WORK="${COMPAT_HARNESS_STATE:-/var/lib/compat-harness}/apptainer-sid"
 LIBDIR="$PREFIX/usr/lib/x86_64-linux-gnu"
 PACKAGES=(debootstrap openmpi-bin mpich patchelf docker-registry squashfs-tools
-          openssl ca-certificates python3-venv curl file)
+          openssl ca-certificates python3-venv curl file chromium)
 
 say() { printf '[install-deps] %s\n' "$*"; }
 

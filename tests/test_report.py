@@ -1,5 +1,6 @@
-"""harness.report: loading records, rates and intervals, report files, several outdirs, census
-(per-image table, expected rates, measured-outside flag), comparison, filters, FoM export."""
+"""harness.report: aggregating records, rates and intervals, report files, several outdirs,
+census (per-image table, expected rates, measured-outside flag), comparison, filters, FoM export.
+The command line, mode order, report.html and the notebook API: tests/test_report_cli.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,21 @@ from harness.judge.reasons import reason as reason_of
 from harness.records import CENSUS_FILE, CENSUS_SCHEMA, Record, Timings, append, records_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def build(*outdirs: Path, **filters) -> report.Summary:
+    """The summary of the outdirs' records, as `harness report` builds it."""
+    return report.summarize(report.load(list(outdirs), report.Filters.of(**filters)))
+
+
+def summary(*outdirs: Path, **filters) -> dict:
+    """The summary in its JSON form (report.json)."""
+    return build(*outdirs, **filters).to_json()
+
+
+def compared(*outdirs: Path) -> dict:
+    """The comparison of the outdirs in its JSON form."""
+    return {k: c.to_json() for k, c in report.compare_outdirs(build(*outdirs)).items()}
 
 
 def rec(mode: str, i: int, reason: str, run_s: float = 1.0, **kw) -> Record:
@@ -102,29 +118,9 @@ def test_reasons_come_from_the_reasons_data():
     assert report.reason_help("zzz") is None
 
 
-def test_load_columns_and_values(outdir: Path):
-    df = report.load([outdir])
-    assert list(df.columns) == list(report.COLUMNS)
-    assert len(df) == 4 + 7 + 5 + 2 + 1
-    assert set(df["outdir"].astype(str)) == {"run1"}
-    basic = df[df["mode"] == "basic"].sort_values("iteration")
-    assert basic["reason"].astype(str).tolist() == ["success"] * 3 + ["arch"]
-    assert basic["run_s"].tolist() == [10.0, 20.0, 40.0, 0.5]
-    assert basic["wrapper_s"].tolist() == [10.5, 20.5, 40.5, 1.0]
-    assert basic["exit_code"].tolist() == [0, 0, 0, 1]
-    assert basic["total_wall_time_s"].iloc[0] == pytest.approx(9.8)
-    assert basic["loop_time_s"].iloc[0] == pytest.approx(9.6)
-    assert math.isnan(basic["total_wall_time_s"].iloc[3])  # failures have no figures
-    assert (df["pull_s"] == 2.0).all()
-    assert basic["image"].iloc[0] == "ghcr.io/lab/lammps:ubuntu22.04-openmpi"
-    assert basic["evidence"].tolist() == ["Total wall time: 0:00:01"] * 3 + ["error line"]
-    assert math.isnan(basic["timesteps_per_s"].iloc[0])  # not in these records' figures
-    assert "figures" not in df.columns  # only with fom=True
-
-
 @pytest.mark.parametrize("events", [[], [{"exit_code": 3, "mode": "x"}]])
-def test_load_same_result_for_unsorted_and_sorted_lines(tmp_path: Path, events):
-    """Lines not written by Record.to_json (other key order) take the full-parse path."""
+def test_same_summary_for_unsorted_and_sorted_lines(tmp_path: Path, events):
+    """Lines not written by Record.to_json (other key order) give the same summary."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     for i, reason in enumerate(["success", "success", "gpu"]):
@@ -134,9 +130,10 @@ def test_load_same_result_for_unsorted_and_sorted_lines(tmp_path: Path, events):
         for line in records_path(a).read_text().splitlines():
             d = json.loads(line)
             fh.write(json.dumps(dict(reversed(list(d.items())))) + "\n")
-    cols = ["mode", "iteration", "reason", "exit_code", "run_s", "pull_s"]
-    da, db = report.load([a])[cols], report.load([b])[cols]
-    assert da.astype(str).values.tolist() == db.astype(str).values.tolist()
+    sa, sb = summary(a), summary(b)
+    assert sa["modes"] == {k: {**m, "outdir": "a"} for k, m in sb["modes"].items()}
+    assert sa["modes"]["basic"]["reasons"] == {"success": 2, "gpu": 1}
+    assert sa["modes"]["basic"]["median_wall_s"] == pytest.approx(1.0)
 
 
 def test_wilson_hand_computed():
@@ -153,14 +150,14 @@ def test_wilson_hand_computed():
 
 
 def test_summarize_counts_rates_order(outdir: Path):
-    s = report.summarize(report.load([outdir]))
+    s = summary(outdir)
     assert s["schema"] == "compat-harness/report/2"
     assert list(s["modes"]) == [
         "random",
         "basic",
         "descriptive-mpi",
+        "zeta-experimental",  # modes no modes file names: in the order they were run
         "alpha-experimental",
-        "zeta-experimental",
     ]
     basic = s["modes"]["basic"]
     assert (basic["n"], basic["success"]) == (4, 3)
@@ -183,9 +180,8 @@ def test_several_outdirs(tmp_path: Path, outdir: Path):
     other = tmp_path / "run2"
     fill(other, "basic", {"success": 1, "gpu": 1})
     fill(other, "platform", {"success": 2})
-    df = report.load([outdir, other])
-    assert df["outdir"].astype(str).value_counts().to_dict() == {"run1": 19, "run2": 4}
-    s = report.summarize(df)
+    s = summary(outdir, other)
+    assert [(o["label"], o["records"]) for o in s["outdirs"]] == [("run1", 19), ("run2", 4)]
     keys = list(s["modes"])
     assert "run1:basic" in keys and "run2:basic" in keys and "basic" not in keys
     assert "platform" in keys and "random" in keys  # modes in one outdir only stay plain
@@ -199,7 +195,7 @@ def test_outdirs_with_same_name_stay_distinct(tmp_path: Path):
     a, b = tmp_path / "x" / "out", tmp_path / "y" / "out"
     fill(a, "basic", {"success": 1})
     fill(b, "basic", {"arch": 1})
-    s = report.summarize(report.load([a, b]))
+    s = summary(a, b)
     assert set(s["modes"]) == {f"{a}:basic", f"{b}:basic"}
 
 
@@ -210,9 +206,9 @@ def test_torn_last_line_is_ignored(outdir: Path, cut):
         # crash mid-write: part of the line, or all of it but the newline (still valid JSON,
         # but records.repair() cuts it and the run repeats that iteration)
         fh.write(line[:cut] if cut else line)
-    df = report.load([outdir])
-    assert len(df) == 19
-    assert report.summarize(df)["modes"]["basic"]["n"] == 4
+    s = summary(outdir)
+    assert s["outdirs"][0]["records"] == 19
+    assert s["modes"]["basic"]["n"] == 4
 
 
 def test_missing_or_bad_outdir(tmp_path: Path):
@@ -246,16 +242,17 @@ def test_unreadable_records(outdir: Path, monkeypatch):
 
 
 def test_write_files(tmp_path: Path, outdir: Path):
-    df = report.load([outdir])
-    s = report.summarize(df)
+    built = build(outdir)
+    s = built.to_json()
     dest = tmp_path / "rep"
-    written = report.write(df, s, dest)
+    written = report.write(built, dest)
     names = sorted(p.name for p in written)
     assert names == sorted(
         [
             "report.csv",
             "report.md",
             "report.json",
+            "report.html",
             "failures.png",
             "failures.svg",
             "walltimes.png",
@@ -269,7 +266,7 @@ def test_write_files(tmp_path: Path, outdir: Path):
             assert p.read_bytes()[:8] == PNG_MAGIC
         if p.suffix == ".svg":
             assert b"<svg" in p.read_bytes()[:2000]
-    assert json.loads((dest / "report.json").read_text()) == s
+    assert json.loads((dest / "report.json").read_text()) == json.loads(json.dumps(s))
     rows = list(csv.DictReader((dest / "report.csv").open()))
     assert [r["key"] for r in rows] == list(s["modes"])
     basic = next(r for r in rows if r["key"] == "basic")
@@ -285,40 +282,37 @@ def test_write_files(tmp_path: Path, outdir: Path):
 
 
 def test_write_is_atomic_on_error(tmp_path: Path, outdir: Path, monkeypatch):
-    df = report.load([outdir])
-    s = report.summarize(df)
     dest = tmp_path / "rep"
-    report.write(df, s, dest)
-    before = (dest / "failures.png").read_bytes()
+    report.write(build(outdir), dest)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr("matplotlib.figure.Figure.savefig", boom)
-    s2 = report.summarize(report.load([outdir]))
-    s2["modes"]["basic"]["n"] = 1000
+    s2 = build(outdir)
+    s2.modes["basic"].n = 1000
     with pytest.raises(RuntimeError):
-        report.write(df, s2, dest)
-    assert (dest / "failures.png").read_bytes() == before  # old file intact
-    assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # temp files removed
+        report.write(s2, dest)
+    # every file is as it was (the figures are drawn before any file is replaced)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
 
 
 def test_write_empty_outdir(tmp_path: Path):
     out = tmp_path / "fresh"
     out.mkdir()
     records_path(out).write_text("")
-    df = report.load([out])
-    s = report.summarize(df)
-    assert s["modes"] == {}
-    written = report.write(df, s, out)
+    s = build(out)
+    assert s.modes == {}
+    written = report.write(s, out)
     assert (out / "walltimes.png").read_bytes()[:8] == PNG_MAGIC
-    assert len(written) == 7
+    assert len(written) == 8
 
 
 def test_render_tables(outdir: Path, tmp_path: Path):
     other = tmp_path / "run2"
     fill(other, "basic", {"gpu": 2})
-    s = report.summarize(report.load([outdir, other]))
+    s = build(outdir, other)
     console = Console(record=True, width=200)
     report.render(s, console)
     text = console.export_text()
@@ -341,8 +335,8 @@ def test_main_json_and_default_dest(outdir: Path, tmp_path: Path, capsys):
 
 
 def test_render_narrow_console_keeps_numbers_whole(outdir: Path):
-    s = report.summarize(report.load([outdir]))
-    s["modes"]["random"]["reasons"]["os-abi"] = 123456  # a wide count must not be cut
+    s = build(outdir)
+    s.modes["random"].reasons["os-abi"] = 123456  # a wide count must not be cut
     console = Console(record=True, width=60)
     report.render(s, console)
     text = console.export_text()
@@ -365,13 +359,13 @@ F = LAB + "none-debian-12-amd64"  # only infra failures: no counted census run
 def test_infra_is_left_out_of_n(tmp_path: Path):
     out = tmp_path / "run"
     fill(out, "basic", {"success": 3, "gpu": 1, "infra": 2})
-    s = report.summarize(report.load([out]))
+    s = summary(out)
     basic = s["modes"]["basic"]
     assert (basic["n"], basic["success"], basic["runs"], basic["excluded"]) == (4, 3, 6, 2)
     assert basic["rate"] == pytest.approx(0.75)
     assert basic["ci95"] == pytest.approx(list(report.wilson(3, 4)))
     assert basic["reasons"] == {"success": 3, "gpu": 1, "infra": 2}
-    report.write(report.load([out]), s, out)
+    report.write(build(out), out)
     row = next(csv.DictReader((out / "report.csv").open()))
     assert (row["n"], row["infra"], row["runs"]) == ("4", "2", "6")
     md = (out / "report.md").read_text()
@@ -454,14 +448,18 @@ def write_sampled(out: Path, mode: str, outcomes: dict[str, int]) -> None:
             i += 1
 
 
-@pytest.fixture
-def census_dir(tmp_path: Path) -> Path:
-    out = tmp_path / "lab"
+def census_outdir(out: Path) -> Path:
+    """A census and three sampled modes."""
     write_census(out)
     write_sampled(out, "random", {"success": 1, "gpu": 9})
     write_sampled(out, "basic", {"success": 6, "arch": 4})
     write_sampled(out, "descriptive-mpi", {"success": 7, "mpi": 3, "infra": 2})
     return out
+
+
+@pytest.fixture
+def census_dir(tmp_path: Path) -> Path:
+    return census_outdir(tmp_path / "lab")
 
 
 def test_binomial_interval_hand_computed():
@@ -521,7 +519,7 @@ def test_image_sort_key_os_version_then_variant():
 
 
 def test_census_expected_rates_hand_computed(census_dir: Path):
-    s = report.summarize(report.load([census_dir]))
+    s = summary(census_dir)
     # per-image census fractions, infra left out: A 3/3, B 1/3, C 0/3, D 1/4; E and F none
     exp = s["expected"]
     assert list(exp) == [
@@ -558,7 +556,7 @@ def test_census_expected_rates_hand_computed(census_dir: Path):
 
 
 def test_census_images_table(census_dir: Path):
-    s = report.summarize(report.load([census_dir]))
+    s = summary(census_dir)
     assert "census" not in s["modes"]  # not a selection mode: not a mode row
     assert list(s["modes"]) == ["random", "basic", "descriptive-mpi"]
     img = s["images"]
@@ -586,7 +584,7 @@ def test_census_images_table(census_dir: Path):
 
 
 def test_measured_beside_expected_and_flag(census_dir: Path):
-    exp = report.summarize(report.load([census_dir]))["expected"]
+    exp = summary(census_dir)["expected"]
     # random: 1/10 measured, p = 19/48: P(X <= 0) = 0.0065, P(X <= 1) = 0.0489 -> [1, 7]
     r = exp["random"]
     assert r["measured"] == {"key": "random", "n": 10, "success": 1, "rate": 0.1}
@@ -607,7 +605,7 @@ def test_flag_just_outside(tmp_path: Path):
     out = tmp_path / "lab"
     write_census(out)
     write_sampled(out, "random", {"gpu": 10})  # 0/10 with p = 19/48: P(X <= 0) = 0.0065
-    exp = report.summarize(report.load([out]))["expected"]["random"]
+    exp = summary(out)["expected"]["random"]
     assert exp["interval95_counts"] == [1, 7] and exp["outside"] is True
 
 
@@ -632,10 +630,9 @@ def test_main_json_with_census(census_dir: Path, capsys):
 
 
 def test_census_files_and_console(census_dir: Path, tmp_path: Path):
-    df = report.load([census_dir])
-    s = report.summarize(df)
+    s = build(census_dir)
     dest = tmp_path / "rep"
-    written = {p.name for p in report.write(df, s, dest)}
+    written = {p.name for p in report.write(s, dest)}
     assert {"images.png", "images.svg"} <= written
     md = (dest / "report.md").read_text()
     assert "## Expected success rate from the census" in md
@@ -657,13 +654,14 @@ def test_census_files_and_console(census_dir: Path, tmp_path: Path):
 def test_failures_figure_markers_and_images_order(census_dir: Path):
     from matplotlib.container import ErrorbarContainer
 
-    df = report.load([census_dir])
-    s = report.summarize(df)
-    plt, figs = report._figures(df, s)
+    from harness.report import figures
+
+    s = build(census_dir)
+    plt, figs = figures.draw(s)
     try:
         ax = figs["failures"].axes[0]
         assert ax.get_xlabel() and ax.get_ylabel()
-        assert [t.get_text() for t in ax.get_xticklabels()] == list(s["modes"])
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(s.modes)
         assert all(float(t).is_integer() for t in ax.get_yticks())
         bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
         assert len(bars) == 1
@@ -713,8 +711,7 @@ def two_runs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_compare_deltas_and_overlap(two_runs):
     a, b = two_runs
-    s = report.summarize(report.load([a, b]))
-    c = report.compare_outdirs(s)
+    c = compared(a, b)
     assert list(c) == ["random", "basic", "platform", "descriptive-mpi"]
     basic = c["basic"]
     assert (basic["baseline_outdir"], basic["other_outdir"]) == ("before", "after")
@@ -735,7 +732,7 @@ def test_compare_three_outdirs_keys(two_runs, tmp_path: Path):
     a, b = two_runs
     c3 = tmp_path / "third"
     fill(c3, "basic", {"success": 4})
-    c = report.compare_outdirs(report.summarize(report.load([a, b, c3])))
+    c = compared(a, b, c3)
     assert "after:basic" in c and "third:basic" in c
     assert c["third:basic"]["delta"] == pytest.approx(0.25)
     assert all(v["baseline_outdir"] == "before" for v in c.values())
@@ -772,8 +769,7 @@ def test_main_compare(two_runs, tmp_path: Path, capsys):
 
 
 def test_filter_modes_keeps_census(census_dir: Path):
-    df = report.filter_rows(report.load([census_dir]), modes=["basic"])
-    s = report.summarize(df)
+    s = summary(census_dir, modes=["basic"])
     assert list(s["modes"]) == ["basic"]
     assert list(s["expected"]) == ["basic"]
     assert s["expected"]["basic"]["rate"] == pytest.approx(2 / 3)
@@ -785,7 +781,7 @@ def test_filter_modes_keeps_census(census_dir: Path):
 
 def test_filter_images_limits_candidates(census_dir: Path):
     tags = ["openmpi-debian-12-amd64", C]  # a tag or a full name
-    s = report.summarize(report.filter_rows(report.load([census_dir]), images=tags))
+    s = summary(census_dir, images=tags)
     assert list(s["images"]) == [C, A]
     # random's candidates become A and C: (1 + 0) / 2
     assert s["expected"]["random"]["rate"] == pytest.approx(0.5)
@@ -798,7 +794,7 @@ def test_filter_images_limits_candidates(census_dir: Path):
 
 
 def test_filter_reasons(census_dir: Path):
-    s = report.summarize(report.filter_rows(report.load([census_dir]), reasons=["success", "gpu"]))
+    s = summary(census_dir, reasons=["success", "gpu"])
     assert s["modes"]["random"]["reasons"] == {"success": 1, "gpu": 9}
     assert s["modes"]["basic"]["rate"] == 1.0  # the arch failures are left out
     assert C not in s["images"]
@@ -826,7 +822,7 @@ def test_export_fom_fallback_units(census_dir: Path, tmp_path: Path, monkeypatch
         ("loop_time_s", "10.0", "s"),
         ("timesteps_per_s", "100.0", "timesteps/s"),
     ]
-    assert a0[0]["outdir"] == "lab" and a0[0]["image"] == A
+    assert a0[0]["outdir"] == "lab" and a0[0]["image"] == A and a0[0]["reason"] == "success"
     # filtered rows are not exported
     report.main([str(census_dir)], True, str(tmp_path / "r"), modes=["basic"], export_fom=path)
     capsys.readouterr()
@@ -834,17 +830,45 @@ def test_export_fom_fallback_units(census_dir: Path, tmp_path: Path, monkeypatch
     assert modes == {"basic", "census"}
 
 
+def test_export_fom_successes_unless_asked(tmp_path: Path, capsys):
+    """A singleton run prints LAMMPS' figures too (four 1-rank copies): its timings must not
+    mix with the successes' unless asked for."""
+    out = tmp_path / "run"
+    out.mkdir()
+    append(out, rec("basic", 0, "success", run_s=10.0))
+    single = {"loop_time_s": 2.5, "procs": 1}
+    append(out, rec("basic", 1, "mpi-singleton", figures=single))
+    path = tmp_path / "fom.csv"
+    report.main([str(out)], True, str(tmp_path / "r"), export_fom=path)
+    rows = list(csv.DictReader(path.open()))
+    assert {r["reason"] for r in rows} == {"success"}
+    assert [r["iteration"] for r in rows] == ["0"] * 3  # its three figures
+    report.main([str(out)], True, str(tmp_path / "r"), export_fom=path, export_fom_all=True)
+    capsys.readouterr()
+    rows = list(csv.DictReader(path.open()))
+    single_rows = [(r["figure"], r["value"]) for r in rows if r["reason"] == "mpi-singleton"]
+    assert single_rows == [("loop_time_s", "2.5"), ("procs", "1")]
+
+
 def test_export_fom_asks_application_for_units(census_dir: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(
         application, "figure_units", lambda: {"loop_time_s": "seconds"}, raising=False
     )
-    df = report.load([census_dir], fom=True)
-    path = report.export_figures(df, tmp_path / "f.csv")
+    with report.FomExport(tmp_path / "f.csv") as sink:
+        report.load([census_dir], on_record=sink)
+        path = sink.commit()
     units = {(r["figure"], r["unit"]) for r in csv.DictReader(path.open())}
     assert ("loop_time_s", "seconds") in units
     assert ("timesteps_per_s", "timesteps/s") in units  # from the fallback
-    with pytest.raises(HarnessError, match="fom=True"):
-        report.export_figures(report.load([census_dir]), tmp_path / "g.csv")
+
+
+def test_export_fom_left_unfinished_leaves_nothing(census_dir: Path, tmp_path: Path):
+    path = tmp_path / "f.csv"
+    path.write_text("the previous export\n")
+    with pytest.raises(HarnessError), report.FomExport(path) as sink:
+        report.load([census_dir, tmp_path / "missing"], on_record=sink)
+    assert path.read_text() == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "lab"]  # no temp file
 
 
 def test_two_censuses_keep_their_own_expected_rates(tmp_path: Path):
@@ -853,7 +877,7 @@ def test_two_censuses_keep_their_own_expected_rates(tmp_path: Path):
     # b: the same images, but A fails there too: basic = (0 + 1/3) / 2
     runs = [(A, "arch", "exec format error", {}) if r[0] == A else r for r in CENSUS_RUNS]
     write_census(b, runs=runs)
-    s = report.summarize(report.load([a, b]))
+    s = summary(a, b)
     assert s["expected"]["a:basic"]["rate"] == pytest.approx(2 / 3)
     assert s["expected"]["b:basic"]["rate"] == pytest.approx(1 / 6)
     assert f"a:{A}" in s["images"] and f"b:{A}" in s["images"]
@@ -861,7 +885,7 @@ def test_two_censuses_keep_their_own_expected_rates(tmp_path: Path):
 
 
 def test_render_narrow_console_splits_census_tables(census_dir: Path):
-    s = report.summarize(report.load([census_dir]))
+    s = build(census_dir)
     console = Console(record=True, width=80)
     report.render(s, console)
     text = console.export_text()
@@ -885,3 +909,22 @@ def test_compare_a_sampled_run_with_a_census_only_outdir(census_dir: Path, tmp_p
     census_only = data["compare"]["platform"]  # no sampled platform runs in either outdir
     assert census_only["other"] is None and census_only["other_expected"] is not None
     assert (dest / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_values_no_clock_gives_are_left_out(tmp_path: Path):
+    """A negative run time, one longer than the time since the epoch, a string among the
+    figures: not measurements. The medians and the figures use the others (matplotlib cannot
+    lay out an axis of +-1e308)."""
+    out = tmp_path / "odd"
+    out.mkdir()
+    for i, run_s in enumerate([-1e308, 1.7e308, 3.0, 5.0]):
+        append(out, rec("basic", i, "success", run_s=run_s))
+    figures = {"loop_time_s": "fast", "timesteps_per_s": 1e300}
+    append(out, rec("census", 0, "success", figures=figures))
+    s = build(out)
+    assert s.modes["basic"].median_wall_s == pytest.approx(4.0)
+    assert list(s.modes["basic"].run_times) == [3.0, 5.0]
+    assert s.modes["basic"].n == 4  # the runs still count
+    image = next(iter(s.images.values()))
+    assert (image.loop_time_s, image.timesteps_per_s) == (None, 1e300)
+    assert len(report.write(s, tmp_path / "rep")) == 10

@@ -1,0 +1,202 @@
+"""The tables `harness report` prints (rich). Every table fits the console (100 columns is the
+target; the tests hold 100, 80 and 60): when the wide layout does not fit, it is stacked into
+two narrower tables, names and log lines wrap, and a number is never cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import harness.report.formats as fmt
+from harness.report.model import ModeRow, OutdirInfo, Summary
+
+NAME_WIDTH = 24  # columns a mode's or image's name keeps before it wraps
+
+
+def _table(title: str, head: Sequence[str], rows: list[list], names: int = 1, wide: bool = True):
+    """A table whose first `names` columns are names (left, wrapping when narrow) and the rest
+    numbers (right-aligned, never narrower than their widest cell); cells are plain text, never
+    markup (an evidence line may hold brackets)."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    cells = [[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]
+    t = Table(
+        title=Text(title, overflow="fold"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for i, name in enumerate(head):
+        if name == "evidence":
+            t.add_column(name, overflow="fold", max_width=60 if wide else None)
+            continue
+        width = max((cell_len(row[i].plain) for row in cells), default=1)
+        if i < names:  # a name wraps only past NAME_WIDTH, headers of numbers fold first
+            t.add_column(name, no_wrap=wide or width <= NAME_WIDTH, overflow="fold")
+            continue
+        t.add_column(name, justify="right", no_wrap=wide, overflow="fold", min_width=width)
+    for row in cells:
+        t.add_row(*row)
+    return t
+
+
+def _styled(text: str, style: str | None):
+    from rich.text import Text
+
+    return Text(text, style=style or "")
+
+
+def _mode_tables(out: OutdirInfo, rows: list[ModeRow], failures: list[str], wide: bool) -> list:
+    """The outdir's table; when not wide, reason counts go into a second table of their own."""
+    head = ["mode", "n", "ok", "rate [95 % CI]"]
+    cells = [[m.mode, str(m.n), str(m.success), fmt.rate_ci(m.rate, m.ci95)] for m in rows]
+    counts = [[str(m.reasons.get(r, 0)) for r in failures] for m in rows]
+    wall = [fmt.secs(m.median_wall_s) for m in rows]
+    title = f"{out.label}  ({out.path})"
+    if wide or not failures:
+        body = [[*c, *k, w] for c, k, w in zip(cells, counts, wall, strict=True)]
+        return [_table(title, [*head, *failures, "median wall"], body, wide=wide)]
+    main = [[*c, w] for c, w in zip(cells, wall, strict=True)]
+    reasons = [[m.mode, *k] for m, k in zip(rows, counts, strict=True)]
+    return [
+        _table(title, [*head, "median wall"], main, wide=False),
+        _table(f"{out.label}: failures by reason", ["mode", *failures], reasons, wide=False),
+    ]
+
+
+def _expected_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> list:
+    """Expected beside measured; when not wide, the measured side gets a table of its own."""
+    left, right = [], []
+    for k in keys:
+        e = (summary.expected or {})[k]
+        iv = e.interval95_counts
+        left.append(
+            [
+                e.mode,
+                "no set" if e.candidates is None else str(e.candidates),
+                str(e.missing),
+                fmt.pct(e.rate),
+            ]
+        )
+        right.append(
+            [
+                fmt.measured(e),
+                "–" if iv is None else f"{iv[0]}–{iv[1]}",
+                _styled(fmt.flag(e), "bold red" if e.outside else None),
+            ]
+        )
+    title = f"{label}: expected success rate from the census"
+    head_left = ["mode", "cands", "missing", "expected"]
+    head_right = ["measured", "95 % range", "flag"]
+    if wide:
+        body = [[*a, *b] for a, b in zip(left, right, strict=True)]
+        return [_table(title, head_left + head_right, body)]
+    measured = [[a[0], *b] for a, b in zip(left, right, strict=True)]
+    return [
+        _table(title, head_left, left, wide=False),
+        _table(f"{label}: measured against the expected rate", ["mode", *head_right], measured),
+    ]
+
+
+def _image_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> list:
+    """The census per image; when not wide, figures and evidence go into a second table."""
+    short = fmt.short_images(summary)
+    images = summary.images or {}
+    left = [
+        [
+            short[k],
+            str(images[k].runs),
+            str(images[k].success),
+            fmt.rate_ci(images[k].rate, images[k].ci95),
+            images[k].reason or "–",
+        ]
+        for k in keys
+    ]
+    right = [
+        [
+            fmt.secs(images[k].loop_time_s),
+            fmt.num(images[k].timesteps_per_s),
+            images[k].evidence or "–",
+        ]
+        for k in keys
+    ]
+    head_left = ["image", "runs", "ok", "rate [95 % CI]", "reason"]
+    head_right = ["loop time", "timesteps/s", "evidence"]
+    title = f"{label}: census, outcome per image"
+    if wide:
+        body = [[*a, *b] for a, b in zip(left, right, strict=True)]
+        return [_table(title, head_left + head_right, body)]
+    more = [[a[0], *b] for a, b in zip(left, right, strict=True)]
+    return [
+        _table(title, head_left, left, wide=False),
+        _table(
+            f"{label}: census, evidence and figures of merit",
+            ["image", *head_right],
+            more,
+            wide=False,
+        ),
+    ]
+
+
+def _compare_tables(summary: Summary, wide: bool) -> list:
+    """The comparison; when not wide, the rates and the outdirs with their expected rates go
+    into two tables."""
+    rows = []
+    for key, c in (summary.compare or {}).items():
+        cells: list = [key, *fmt.compare_cells(c)]
+        cells[6] = _styled(cells[6], "bold" if c.overlap is False else None)
+        rows.append(cells)
+    head = ["mode", "baseline", "other", "baseline rate", "other rate", "delta", "CIs overlap"]
+    head += ["baseline expected", "other expected"]
+    title = "comparison (baseline: the first outdir)"
+    if wide:
+        return [_table(title, head, rows, names=3)]
+    rates = [[r[0], *r[3:7]] for r in rows]
+    context = [[r[0], r[1], r[2], *r[7:]] for r in rows]
+    return [
+        _table(title, [head[0], *head[3:7]], rates, wide=False),
+        _table("comparison: outdirs and expected rates", [*head[:3], *head[7:]], context, 3, False),
+    ]
+
+
+def _print_fitting(console, build: Callable[[bool], list]) -> None:
+    """The wide tables when they fit the console, else the narrow ones."""
+    from rich.measure import Measurement
+
+    tables = build(True)
+    unlimited = console.options.update(max_width=10**5)
+    if any(Measurement.get(console, unlimited, t).maximum > console.width for t in tables):
+        tables = build(False)
+    for t in tables:
+        console.print(t)
+
+
+def render(summary: Summary, console) -> None:
+    """Per outdir: a table of modes (n, successes, rate with 95 % CI, a count per failure
+    reason, median wall time of successes), and with a census the expected rates and the
+    per-image table. Then the comparison, when there is one."""
+    if not summary.modes and not summary.images and not summary.expected:
+        console.print("[yellow]no records[/yellow]")
+        return
+    for out in summary.outdirs:
+        label = out.label
+        rows = summary.rows_of(label)
+        images = [k for k, m in (summary.images or {}).items() if m.outdir == label]
+        expected = [k for k, e in (summary.expected or {}).items() if e.outdir == label]
+        if not rows and not images and not expected:
+            console.print(f"{out.path}: no records", style="yellow", markup=False)
+            continue
+        if rows:
+            present = fmt.seen(rows)
+            failures = fmt.reason_columns([r for r in fmt.all_reasons(summary) if r in present])
+            _print_fitting(console, partial(_mode_tables, out, rows, failures))
+        if expected:
+            _print_fitting(console, partial(_expected_tables, label, summary, expected))
+        if images:
+            _print_fitting(console, partial(_image_tables, label, summary, images))
+    if summary.compare:
+        _print_fitting(console, partial(_compare_tables, summary))

@@ -1,0 +1,88 @@
+"""How numbers and names read in every table (markdown, HTML, console, CSV columns)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from harness.judge.reasons import REASONS, counts_in_rate
+from harness.report.model import Comparison, Expected, Summary
+from harness.report.ordering import image_tag, reason_order
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def secs(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f} s"
+
+
+def num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4g}"
+
+
+def rate_ci(rate: float | None, ci95: list[float]) -> str:
+    """`75.0 % [30.1–95.4]`: the rate with its Wilson interval, in one cell."""
+    lo, hi = ci95
+    shown = "–" if rate is None else f"{100 * rate:.1f} %"
+    return f"{shown} [{100 * lo:.1f}–{100 * hi:.1f}]"
+
+
+def flag(e: Expected) -> str:
+    if e.outside is None:
+        return "–"
+    return "OUTSIDE" if e.outside else "inside"
+
+
+def measured(e: Expected) -> str:
+    m = e.measured
+    return "–" if m is None else f"{m.success}/{m.n} = {pct(m.rate)}"
+
+
+def seen(rows: Iterable) -> set[str]:
+    """The reasons the rows (modes or images) counted."""
+    return {r for m in rows for r in m.reasons}
+
+
+def all_reasons(summary: Summary, only_seen: bool = False) -> list[str]:
+    """Reasons in display order: all of REASONS (plus extras seen), or only those that occur."""
+    present = seen(summary.modes.values()) | seen((summary.images or {}).values())
+    return [r for r in reason_order(present) if r in present or not only_seen]
+
+
+def reason_columns(reasons: list[str]) -> list[str]:
+    """Reason columns: the failures that count, then the reasons left out of n (infra)."""
+    fails = [r for r in reasons if r != "success" and counts_in_rate(r)]
+    return fails + [r for r in reasons if not counts_in_rate(r)]
+
+
+def excluded_reasons() -> list[str]:
+    """The reasons left out of n (e.g. infra)."""
+    return [r for r in REASONS if not counts_in_rate(r)]
+
+
+def short_images(summary: Summary) -> dict[str, str]:
+    """Image key -> display name: the tag when tags are unique, else the key."""
+    images = summary.images or {}
+    prefix = len({m.outdir for m in images.values()}) > 1
+    short = {
+        k: f"{m.outdir}:{image_tag(m.image)}" if prefix else image_tag(m.image)
+        for k, m in images.items()
+    }
+    return short if len(set(short.values())) == len(short) else {k: k for k in images}
+
+
+def compare_cells(c: Comparison) -> list[str]:
+    """baseline, other, their rates (n), delta, overlap, their expected rates."""
+    delta = "–" if c.delta is None else f"{100 * c.delta:+.1f} pp"
+    overlap = "–" if c.overlap is None else ("yes" if c.overlap else "NO")
+    return [
+        c.baseline_outdir,
+        c.other_outdir,
+        pct(c.baseline) + f" (n={c.baseline_n})",
+        pct(c.other) + f" (n={c.other_n})",
+        delta,
+        overlap,
+        pct(c.baseline_expected),
+        pct(c.other_expected),
+    ]

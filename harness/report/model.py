@@ -1,0 +1,218 @@
+"""The summary every renderer takes (tables, markdown, HTML, figures, CSV, JSON).
+
+Its JSON form (`Summary.to_json()`, schema compat-harness/report/2, written as report.json):
+
+    schema    "compat-harness/report/2"
+    modes     {key: ModeRow}        key: the mode, or "outdir:mode" when several outdirs have it
+    outdirs   [{label, path, records[, kept]}]
+    filters   {modes|images|reasons: [...]}          only when filtered, in the order given
+    images    {key: ImageRow}       the census per image ("outdir:image" likewise)
+    census    {label: {manifests, repeat, seed, images}}
+    expected  {key: Expected}       each mode's expected rate from a census
+    compare   {key: Comparison}     with --compare
+
+`images`, `census` and `expected` are there when an outdir holds a census; what the JSON does
+not carry (each mode's run times and evidence lines, the iterations with their logs) is kept
+for the figures and report.html.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.report.aggregate import Iteration
+from harness.report.ordering import ModeOrder
+
+SCHEMA = "compat-harness/report/2"  # 2: n leaves out reasons with rate false (infra)
+
+
+@dataclass(kw_only=True)
+class Counts:
+    """The runs of a group (stats.counts): n counts toward the rate, runs are all of them."""
+
+    n: int
+    success: int
+    runs: int
+    excluded: int
+    rate: float | None
+    ci95: list[float]  # Wilson 95 % interval of the rate
+    reasons: dict[str, int]
+
+    def counts_json(self) -> dict:
+        return {
+            "n": self.n,
+            "success": self.success,
+            "runs": self.runs,
+            "excluded": self.excluded,
+            "rate": self.rate,
+            "ci95": list(self.ci95),
+            "reasons": dict(self.reasons),
+        }
+
+
+@dataclass(kw_only=True)
+class ModeRow(Counts):
+    """One mode of one outdir: counts, the rate with its Wilson 95 % interval, median run time
+    of the successes."""
+
+    outdir: str
+    mode: str
+    median_wall_s: float | None
+    run_times: Sequence[float] = field(default_factory=list, repr=False)  # the successes'
+    evidence: dict[str, str] = field(default_factory=dict)  # reason -> most frequent line
+
+    def to_json(self) -> dict:
+        return {
+            "outdir": self.outdir,
+            "mode": self.mode,
+            **self.counts_json(),
+            "median_wall_s": self.median_wall_s,
+        }
+
+
+@dataclass(kw_only=True)
+class ImageRow(Counts):
+    """One image of a census: counts, the most frequent failure and its most frequent
+    evidence line, median figures of the successes."""
+
+    outdir: str
+    image: str
+    reason: str | None
+    evidence: str | None
+    loop_time_s: float | None
+    timesteps_per_s: float | None
+
+    def to_json(self) -> dict:
+        return {
+            "outdir": self.outdir,
+            "image": self.image,
+            **self.counts_json(),
+            "reason": self.reason,
+            "evidence": self.evidence,
+            "loop_time_s": self.loop_time_s,
+            "timesteps_per_s": self.timesteps_per_s,
+        }
+
+
+@dataclass
+class Measured:
+    """The sampled rate of a mode beside its expected rate."""
+
+    key: str
+    n: int
+    success: int
+    rate: float | None
+
+
+@dataclass
+class Expected:
+    """A mode's expected success rate from a census, and the measured count's place in the
+    exact binomial 95 % range."""
+
+    outdir: str
+    mode: str
+    rate: float | None
+    candidates: int | None  # None: no candidate set on the census host
+    missing: int
+    missing_images: list[str]
+    error: str | None = None
+    measured: Measured | None = None
+    interval95: list[float] | None = None
+    interval95_counts: list[int] | None = None
+    outside: bool | None = None
+
+    def to_json(self) -> dict:
+        body = {
+            "outdir": self.outdir,
+            "mode": self.mode,
+            "rate": self.rate,
+            "candidates": self.candidates,
+            "missing": self.missing,
+            "missing_images": list(self.missing_images),
+        }
+        if self.error:
+            body["error"] = self.error
+        m = self.measured
+        body["measured"] = None if m is None else vars(m).copy()
+        body["interval95"] = self.interval95
+        body["interval95_counts"] = self.interval95_counts
+        body["outside"] = self.outside
+        return body
+
+
+@dataclass
+class Comparison:
+    """A mode's rate in another outdir against the baseline (the first outdir)."""
+
+    mode: str
+    baseline_outdir: str
+    other_outdir: str
+    baseline: float | None
+    other: float | None
+    delta: float | None
+    overlap: bool | None
+    baseline_n: int
+    other_n: int
+    baseline_ci95: list[float] | None
+    other_ci95: list[float] | None
+    baseline_expected: float | None
+    other_expected: float | None
+
+    def to_json(self) -> dict:
+        return vars(self).copy()
+
+
+@dataclass
+class OutdirInfo:
+    label: str
+    path: str
+    records: int
+    kept: int | None = None  # with filters: the records they kept
+
+    def to_json(self) -> dict:
+        body = {"label": self.label, "path": self.path, "records": self.records}
+        if self.kept is not None:
+            body["kept"] = self.kept
+        return body
+
+
+@dataclass
+class IterationList:
+    """The iterations of one outdir report.html lists, and how many it leaves out."""
+
+    iterations: list[Iteration]
+    left_out: int
+
+
+@dataclass
+class Summary:
+    modes: dict[str, ModeRow]
+    outdirs: list[OutdirInfo]
+    order: ModeOrder
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    images: dict[str, ImageRow] | None = None  # None: no census in any outdir
+    census: dict[str, dict] | None = None
+    expected: dict[str, Expected] | None = None
+    compare: dict[str, Comparison] | None = None
+    iterations: dict[str, IterationList] = field(default_factory=dict)  # by outdir label
+    schema: str = SCHEMA
+
+    def to_json(self) -> dict:
+        body: dict = {
+            "schema": self.schema,
+            "modes": {k: m.to_json() for k, m in self.modes.items()},
+            "outdirs": [o.to_json() for o in self.outdirs],
+        }
+        if self.filters:
+            body["filters"] = {k: list(v) for k, v in self.filters.items()}
+        if self.images is not None:
+            body["images"] = {k: m.to_json() for k, m in self.images.items()}
+            body["census"] = self.census or {}
+            body["expected"] = {k: e.to_json() for k, e in (self.expected or {}).items()}
+        if self.compare is not None:
+            body["compare"] = {k: c.to_json() for k, c in self.compare.items()}
+        return body
+
+    def rows_of(self, label: str) -> list[ModeRow]:
+        return [m for m in self.modes.values() if m.outdir == label]
