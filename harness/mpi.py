@@ -70,9 +70,17 @@ def launcher_mpi(launcher: str) -> tuple[str, str]:
     return found
 
 
+def ldconfig() -> str:
+    """ldconfig's path: it lives in /sbin, which many users' PATH leaves out."""
+    found = shutil.which("ldconfig") or shutil.which("ldconfig", path="/usr/sbin:/sbin")
+    if found is None:
+        raise HarnessError("bind model: no ldconfig to find the host's libraries with")
+    return found
+
+
 def host_library(soname: str) -> Path:
     """The host's file for a shared library soname, from the dynamic linker's cache."""
-    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run([ldconfig(), "-p"], capture_output=True, text=True, check=False).stdout
     for line in out.splitlines():
         m = re.match(rf"\s*{re.escape(soname)}\s+\(([^)]*)\)\s+=>\s+(\S+)", line)
         # ldconfig lists every ABI it knows; take this machine's 64-bit one.

@@ -47,8 +47,9 @@ from harness.mpi import parse_version as parse_mpi_version
 from harness.select.elf import elf_info, microarchitecture
 from harness.system import normalise_arch, parse_os_release
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC = REPO_ROOT / "compspec" / "lab-spec.yaml"
+# Package data (compspec/lab-spec.yaml in the repository links to it): an installed harness
+# has it too.
+DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "data" / "lab-spec.yaml"
 
 
 LIB_DIRS = {
