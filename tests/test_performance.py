@@ -155,7 +155,7 @@ def write_census(outdir: Path, setup: dict, seconds: dict[str, list[float]], hos
 
 
 def images_run(outdir: Path, mode: str) -> set[str]:
-    return {Path(r.image).stem for r in records.of_mode(outdir, mode)}
+    return {Path(r.image).stem for r in (r for r in records.read(outdir) if r.mode == mode)}
 
 
 def test_performance_mode_takes_the_census_fastest(replay, tmp_path):
@@ -177,7 +177,7 @@ def test_performance_mode_takes_the_census_fastest(replay, tmp_path):
     assert "chooses by time_to_solution_s" in exp.chosen_by
     runner.execute(exp)
     assert images_run(out, "descriptive-performance") == {"opt"}
-    recs = records.of_mode(out, "descriptive-performance")
+    recs = [r for r in records.read(out) if r.mode == "descriptive-performance"]
     assert len(recs[0].candidates) == 4  # the mode's candidate set is kept in every record
     # descriptive-mpi, the random compatible pick, spreads over all four
     runner.run(config(setup, out, mode="descriptive-mpi", iters=12))
@@ -236,7 +236,7 @@ def test_census_repeats_are_interleaved_in_a_seeded_order(replay, tmp_path):
     setup = four_images(tmp_path)
     cfg = runner.census_config(config(setup, tmp_path / "out", mode=runner.CENSUS, repeat=3))
     runner.run(cfg)
-    recs = records.of_mode(tmp_path / "out", records.CENSUS)
+    recs = [r for r in records.read(tmp_path / "out") if r.mode == records.CENSUS]
     assert len(recs) == 12
     for p in range(3):  # every image once in each pass of four
         assert {r.image for r in recs[4 * p : 4 * p + 4]} == {r.image for r in recs}
@@ -268,7 +268,7 @@ def test_census_repeats_option_and_its_old_spelling(replay, tmp_path):
 def test_records_carry_the_application_and_overhead_times(replay, tmp_path):
     setup = four_images(tmp_path)
     runner.run(config(setup, tmp_path / "out", mode="random", iters=2))
-    for rec in records.of_mode(tmp_path / "out", "random"):
+    for rec in (r for r in records.read(tmp_path / "out") if r.mode == "random"):
         # the recorded output says "Total wall time: 0:00:01"
         assert rec.timings.app_s == 1.0
         assert rec.timings.overhead_s == pytest.approx(rec.timings.run_s - 1.0)

@@ -133,7 +133,7 @@ def read_census(outdir: Path, measure: str = TIME_TO_SOLUTION) -> Census | None:
         body = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise HarnessError(f"{path}: not a census file ({exc})") from None
-    recs = records.of_mode(Path(outdir), records.CENSUS)
+    recs = [r for r in records.read(Path(outdir)) if r.mode == records.CENSUS]
     if not recs or not isinstance(body, dict) or not isinstance(body.get("host"), dict):
         return None
     run = {k: getattr(recs[0], k) for k in SAME_RUN}
