@@ -843,13 +843,13 @@ class FakeApiServer:
         self.logs = logs or {}
         self.calls = 0
         self.log_requests = []
-        self.deleted = False
+        self.deleted: set[str] = set()  # the MiniClusters deleted: their pods are gone
         self.served: list = []
 
     def list_namespaced_pod(self, namespace, label_selector=None, _request_timeout=None):
         k = _k8s()
         assert namespace == "default" and label_selector.startswith("job-name=")
-        if self.deleted:
+        if label_selector.removeprefix("job-name=") in self.deleted:
             return k.V1PodList(items=[])
         frame = self.frames[min(self.calls, len(self.frames) - 1)]
         self.calls += 1
@@ -874,15 +874,31 @@ class FakeApiServer:
 
 
 class FakeCustomObjects:
+    """The custom objects endpoints: MiniClusters are created, read (404 once deleted) and
+    deleted; `calls` keeps the order."""
+
     def __init__(self, server: FakeApiServer):
         self.server = server
         self.created = []
+        self.existing: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.created.append(body)
+        self.existing.add(body["metadata"]["name"])
+        self.calls.append(("create", body["metadata"]["name"]))
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):
+        from kubernetes.client.rest import ApiException
+
+        if name not in self.existing:
+            raise ApiException(status=404, reason="Not Found")
+        return {"metadata": {"name": name}}
 
     def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):
-        self.server.deleted = True
+        self.existing.discard(name)
+        self.server.deleted.add(name)
+        self.calls.append(("delete", name))
 
 
 class Clock:
@@ -1117,6 +1133,32 @@ def test_run_creates_follows_and_deletes(tmp_path):
     assert server.deleted and result.events[-1]["name"] == "deleted"
     assert result.events[0]["protocol"] == "reference"
     assert result.argv == ["minicluster", str(job.stdout.with_suffix(".minicluster.yaml"))]
+    assert job.stdout.read_text() == LAMMPS_OK
+
+
+def test_a_minicluster_a_killed_harness_left_is_deleted_before_the_next(tmp_path):
+    """kill -9 of the harness leaves its MiniCluster and the journal naming it; the next run
+    deletes it (and waits until its pods are gone) before it creates anything."""
+    ex = MiniClusterExecutor(crd="head", poll_s=5, size=2)
+    clock = Clock()
+    ex._clock, ex._sleep = clock, clock.sleep
+    server = FakeApiServer([[operator_pod(MC, i, "Succeeded", terminated(0, "Completed"))
+                             for i in range(2)]], {f"{MC}-0-x7k2p": LAMMPS_OK})  # fmt: skip
+    custom = FakeCustomObjects(server)
+    ex._clients = lambda: (custom, server)
+    job = _job(tmp_path, APP, np=2)
+    left = "h-iter-0001-0a1b2c3d-9f8e7d"
+    custom.existing.add(left)
+    journal = job.stdout.parent / "iter-0001.minicluster-job"
+    journal.write_text(json.dumps({"name": left, "jobid": left}))
+    result = ex.run(job)
+    (created,) = custom.created
+    assert custom.calls == [
+        ("delete", left),
+        ("create", created["metadata"]["name"]),
+        ("delete", created["metadata"]["name"]),
+    ]
+    assert not journal.exists() and result.fault is None
     assert job.stdout.read_text() == LAMMPS_OK
 
 
