@@ -336,7 +336,25 @@ class Lifecycle:
         submitted = self.monotonic()
         started = stop_by = None  # when it was seen started; the end of the drain
         while True:
+            now = self.monotonic()
+            if started is None and trace.started:  # (a submission may say so already)
+                started = now
+            if stop_by is None and trace.ending:
+                stop_by = now + DRAIN_S
             until = self._deadline(job, submitted, started, stop_by)
+            if until is not None and now >= until:
+                if stop_by is not None:  # drained for long enough
+                    trace.fault = trace.fault or Fault(
+                        "lost-instance",
+                        f"{policy.label}: job {trace.jobid} did not end within {DRAIN_S:g} s "
+                        f"of {'its cancel' if trace.asked else 'its end'}",
+                    )
+                    return
+                self._stop_for(trace, "start-timeout" if started is None else "timeout")
+                if not policy.reports_cancel:
+                    return  # the job's end is this harness's decision: collect() releases it
+                stop_by = now + DRAIN_S
+                continue
             for ev in b.poll(trace.jobid, until):
                 trace.add(ev)
                 if ev.kind == LOST:
@@ -346,25 +364,6 @@ class Lifecycle:
                 return
             if self._interrupted:  # its job is cancelled on the way out
                 raise HarnessError(f"{policy.label}: the run is being interrupted")
-            now = self.monotonic()
-            if started is None and trace.started:
-                started = now
-            if stop_by is None and trace.ending:
-                stop_by = now + DRAIN_S
-            until = self._deadline(job, submitted, started, stop_by)
-            if until is None or now < until:
-                continue
-            if stop_by is not None:  # drained for long enough
-                trace.fault = trace.fault or Fault(
-                    "lost-instance",
-                    f"{policy.label}: job {trace.jobid} did not end within {DRAIN_S:g} s "
-                    f"of {'its cancel' if trace.asked else 'its end'}",
-                )
-                return
-            self._stop_for(trace, "start-timeout" if started is None else "timeout")
-            if not policy.reports_cancel:
-                return  # the job's end is this harness's decision: collect() releases it
-            stop_by = now + DRAIN_S
 
     def _stop_for(self, trace: Trace, why: str) -> None:
         """Cancel the job for a deadline of this harness (a start timeout is its fault)."""
