@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +32,6 @@ from tests.conftest import lab_missing  # noqa: E402
 BOUND = 1.05
 
 
-def bare(argv: list[str], logs: Path) -> float:
-    env = dict(os.environ, **OPENMPI_ROOT_ENV)
-    t = time.perf_counter()
-    with (logs / "bare.out").open("wb") as out, (logs / "bare.err").open("wb") as err:
-        subprocess.run(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t
-
-
 def measure(rounds: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -50,9 +40,10 @@ def measure(rounds: int, steps: int) -> dict:
         cfg = dict(manifests=manifest, mode="random", outdir=outdir, seed=1)
         runner.run(runner.RunConfig(iters=1, **cfg))  # warm: pull into the SIF cache
         argv = lab_bench.last_record(outdir)["argv"]
+        env = dict(os.environ, **OPENMPI_ROOT_ENV)  # what the harness gives mpirun
         bare_s, harness_s, overhead_s = [], [], []
         for i in range(rounds):
-            bare_s.append(bare(argv, tmp))
+            bare_s.append(lab_bench.timed(argv, tmp, env))
             runner.run(runner.RunConfig(iters=i + 2, **cfg))
             timings = lab_bench.last_record(outdir)["timings"]
             harness_s.append(timings["wrapper_s"])

@@ -47,10 +47,7 @@ def settle(timeout: float = 60.0) -> None:
 def bare(argv: list[str], logs: Path) -> float:
     """The recorded srun argv as a user would start it (a fresh job name each time)."""
     argv = [a if not a.startswith("--job-name=") else "--job-name=bench-bare" for a in argv]
-    t = time.perf_counter()
-    with (logs / "bare.out").open("wb") as out, (logs / "bare.err").open("wb") as err:
-        subprocess.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t
+    return lab_bench.timed(argv, logs)
 
 
 def measure(rounds: int, steps: int) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,14 @@ def last_record(outdir: Path) -> dict:
     rec = json.loads((outdir / "records.jsonl").read_text().splitlines()[-1])
     assert rec["reason"] == "success", rec["evidence"]
     return rec
+
+
+def timed(argv: list[str], logs: Path, env: dict | None = None) -> float:
+    """Seconds `argv` takes, run as a user would (its output into files, as the harness's)."""
+    t = time.perf_counter()
+    with (logs / "bare.out").open("wb") as out, (logs / "bare.err").open("wb") as err:
+        subprocess.run(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t
 
 
 def main(
