@@ -1,25 +1,23 @@
-"""Harness iterations under Slurm against the bare Slurm commands, side by side in one run.
+"""A harness iteration under Slurm against a bare srun of the same job, in one run.
 
-Each round runs the same job four ways, in turn, on the lab's Slurm, each once the node is idle
-(a job submitted while the previous one is still completing waits for it):
-  srun          `srun -n 2 --mpi=pmix apptainer exec --pwd /opt/lab SIF lmp ...` in the
-                foreground (no batch job: the least Slurm can do);
-  sbatch --wait `sbatch --wait` of the batch script the harness writes (`exec srun ...`);
-  sbatch+poll   `sbatch --parsable` of that script, then `scontrol show job` every 0.2 s
-                until a final state (what a minimal script would do);
-  harness       one iteration of `harness run --executor slurm` (the runner's wrapper_s:
-                pick, cached SIF, the image's PMI, sbatch, scontrol polling, judge, record).
-The per-run setup of the harness (preflight, `srun --mpi=list`, host, selection) is printed
-apart. Ratios are printed, nothing is asserted: on a busy 2-core machine LAMMPS' own run-to-run
-variation is large. Needs the lab and its Slurm (bash scripts/slurm.sh start); without them it
-says what is missing and exits 0. Usage: bench_slurm.py [ROUNDS]
+Each round runs the same 2-rank job twice, in turn, each once the node is idle (a job started
+while the previous one is still completing would wait for it):
+  srun     the argv the harness recorded (`srun --job-name=... --ntasks=2 --mpi=pmix apptainer
+           exec --pwd /opt/lab SIF lmp ...`), in the foreground, its output into files;
+  harness  one iteration of `harness run --executor slurm` (the record's wrapper_s: pick,
+           cached SIF, the image's PMI, srun, Slurm's verdict, judge, record).
+The figure is harness / srun of the medians (bound: 1.2). The harness's setup per run
+(preflight, `srun --mpi=list`, host, selection) is printed apart. Needs the lab and its Slurm
+(bash scripts/slurm.sh start); without them it says what is missing and exits 0.
+
+    python benchmarks/bench_slurm.py [--rounds N] [--steps N] [--quick] [--out FILE] [--check]
+
+--quick: 2 rounds of a 100-step job (CI). One JSON line goes to stdout (and is appended to
+--out); --check exits 1 when the ratio is over its bound.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,67 +25,35 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from harness import records
-from harness.run import runner
-
 ROOT = Path(__file__).resolve().parents[1]
-TAG = "127.0.0.1/lab/lammps-matrix:openmpi-debian-12-amd64"
+sys.path.insert(0, str(ROOT))
 
+from benchmarks import lab_bench  # noqa: E402
+from harness.run import runner  # noqa: E402
+from tests.test_slurm import slurm_missing  # noqa: E402
 
-def missing() -> str | None:
-    for tool in ("sbatch", "srun", "apptainer"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    status = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "slurm.sh"), "status"], capture_output=True, text=True
-    )
-    if status.returncode != 0:
-        return "Slurm is not up (bash scripts/slurm.sh start)"
-    return None
-
-
-def timed(argv: list[str]) -> float:
-    t = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t
+BOUND = 1.2
 
 
 def settle(timeout: float = 60.0) -> None:
     """Wait until squeue shows no job (pending, running or completing)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
-        if not out.strip():
+        if not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
-def sbatch_poll(argv: list[str]) -> float:
-    t = time.perf_counter()
-    jobid = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-    while True:
-        out = subprocess.run(
-            ["scontrol", "show", "job", "-o", jobid], capture_output=True, text=True
-        ).stdout
-        if any(f"JobState={s} " in out for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")):
-            return time.perf_counter() - t
-        time.sleep(0.2)
+def bare(argv: list[str], logs: Path) -> float:
+    """The recorded srun argv as a user would start it (a fresh job name each time)."""
+    argv = [a if not a.startswith("--job-name=") else "--job-name=bench-bare" for a in argv]
+    return lab_bench.timed(argv, logs)
 
 
-def main() -> None:
-    if why := missing():
-        print(f"bench_slurm: skipped: {why}")
-        return
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    entries = yaml.safe_load((ROOT / "containers/lab/manifests.yaml").read_text())["images"]
-    entry = next(e for e in entries if e["name"] == TAG)
-    entry["command"] = [*entry["command"], "-var", "steps", "400"]  # a few seconds on 2 cores
+def measure(rounds: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = tmp / "m.yaml"
-        manifest.write_text(yaml.safe_dump({"images": [entry]}))
+        manifest = lab_bench.manifest(tmp, steps)
         outdir = tmp / "out"
         cfg = dict(
             manifests=manifest,
@@ -98,59 +64,26 @@ def main() -> None:
             mpi_model="hybrid",
         )
         runner.run(runner.RunConfig(iters=1, **cfg))  # warm: SIF cache, the image's PMI
-        first = next(records.read(outdir))
-        assert first.reason == "success", first.evidence
-        argv = first.argv  # srun --mpi=pmix apptainer exec ...
-        script = tmp / "bare.sh"
-        script.write_text(f"#!/bin/bash\nexec {shlex.join(argv)}\n")
-        bare_srun = [argv[0], "-n", "2", *argv[1:]]
-        bare_sbatch = [
-            "sbatch",
-            "--parsable",
-            "--wait",
-            "--ntasks=2",
-            "--time=5",
-            f"--output={tmp / 'bare.out'}",
-            f"--error={tmp / 'bare.err'}",
-            str(script),
-        ]
-        poll_argv = [a for a in bare_sbatch if a != "--wait"]
-        srun_s, sbatch_s, poll_s, harness_s, setup_s, job_s = [], [], [], [], [], []
+        argv = lab_bench.last_record(outdir)["argv"]
+        srun_s, harness_s, setup_s = [], [], []
         for i in range(rounds):
             settle()
-            srun_s.append(timed(bare_srun))
-            settle()
-            sbatch_s.append(timed(bare_sbatch))
-            settle()
-            poll_s.append(sbatch_poll(poll_argv))
+            srun_s.append(bare(argv, tmp))
             settle()
             t = time.perf_counter()
             runner.run(runner.RunConfig(iters=i + 2, **cfg))
             whole = time.perf_counter() - t
-            last = list(records.read(outdir))[-1]
-            assert last.reason == "success", last.evidence
-            harness_s.append(last.timings.wrapper_s)
-            setup_s.append(whole - last.timings.wrapper_s)
-            job_s.append(last.timings.queue_s + last.timings.run_s)
-    med = {
-        "srun": statistics.median(srun_s),
-        "sbatch_wait": statistics.median(sbatch_s),
-        "sbatch_poll": statistics.median(poll_s),
-        "harness_iteration": statistics.median(harness_s),
-        "harness_run_setup": statistics.median(setup_s),
-        "slurm_queue_plus_run": statistics.median(job_s),
+            wrapper = lab_bench.last_record(outdir)["timings"]["wrapper_s"]
+            harness_s.append(wrapper)
+            setup_s.append(whole - wrapper)
+    srun, harness = statistics.median(srun_s), statistics.median(harness_s)
+    return {
+        "peer_median_s": round(srun, 3),
+        "harness_median_s": round(harness, 3),
+        "harness_setup_median_s": round(statistics.median(setup_s), 3),
+        "ratio": round(harness / srun, 3),
     }
-    print(json.dumps({"rounds": rounds, **{f"{k}_median_s": round(v, 3) for k, v in med.items()}}))
-    h = med["harness_iteration"]
-    print(
-        f"per iteration: harness {h:.2f} s; bare sbatch+poll {med['sbatch_poll']:.2f} s "
-        f"(ratio {h / med['sbatch_poll']:.2f}), sbatch --wait {med['sbatch_wait']:.2f} s "
-        f"(ratio {h / med['sbatch_wait']:.2f}), srun {med['srun']:.2f} s "
-        f"(ratio {h / med['srun']:.2f}); Slurm's own queue+run (1 s resolution) "
-        f"{med['slurm_queue_plus_run']:.0f} s; harness setup per run "
-        f"{med['harness_run_setup']:.2f} s"
-    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(lab_bench.main(__doc__, "slurm", "srun", BOUND, slurm_missing, measure, rounds=7))

@@ -45,7 +45,7 @@ def _describing_executors() -> list[str]:
     """auto, local, and the executors that describe the host as their jobs see it."""
     from harness.run.executors import AUTO, executor_class, names
 
-    return [AUTO, "local", *(n for n in names() if hasattr(executor_class(n), "describe_host"))]
+    return [AUTO, "local", *(n for n in names() if executor_class(n).caps.describes_host)]
 
 
 def _choose_executor(args) -> str | None:
@@ -593,7 +593,7 @@ def _ranks(args) -> int:
     if args.np is not None:
         return args.np
     if args.executor == "minicluster" and args.protocol == "reference":
-        from harness.run.executors.minicluster import REFERENCE_TASKS
+        from harness.run.executors.minicluster_render import REFERENCE_TASKS
 
         return REFERENCE_TASKS
     return 2
@@ -639,7 +639,7 @@ def cmd_run(args) -> int:
     if args.detach:
         if args.executor != "flux":
             raise HarnessError("--detach needs --executor flux (the harness runs as a Flux job)")
-        from harness.run.executors.flux import detach
+        from harness.run.executors.flux_detach import detach
 
         jobid = detach(
             sys.argv[1:], cfg.outdir, args.mode, args.iters, uri=cfg.executor_options.get("uri")

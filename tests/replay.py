@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from harness.run.executors.base import Job, JobResult, Option
+from harness.run.executors.base import Caps, Job, JobResult, Option
 
 # Recorded outputs (LAB.md "Outcomes observed" and tests/test_lab.py, bookworm/bullseye lab).
 SUCCESS = (
@@ -39,7 +39,7 @@ class ReplayExecutor:
     launcher: str = "mpirun"
     name: str = "replay"
     version: str | None = None
-    needs_sif: bool = True
+    caps: ClassVar[Caps] = Caps()
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
 
     def __post_init__(self) -> None:

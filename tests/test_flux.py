@@ -68,7 +68,7 @@ def flux_instance():
         if entry and entry not in sys.path:
             sys.path.insert(0, entry)
     os.environ["PYTHONPATH"] = ":".join(p for p in (pypath, os.environ.get("PYTHONPATH")) if p)
-    from harness.run.executors.flux import bindings
+    from harness.run.executors.flux_api import bindings
 
     try:
         bindings()
@@ -316,9 +316,71 @@ def test_prepull_shows_apptainers_fatal_line():
     assert line.endswith("FATAL:   While making image from oci registry: manifest unknown")
 
 
+# An eventlog as `flux job eventlog -f json` prints it (flux-core 0.88, the lab): a job an
+# operator cancelled while it ran, and a wait status of each kind.
+EVENTLOG = [
+    '{"timestamp":1765044000.10,"name":"submit","context":{"userid":0,"urgency":16,"flags":0}}',
+    '{"timestamp":1765044000.11,"name":"validate"}',
+    '{"timestamp":1765044000.12,"name":"depend"}',
+    '{"timestamp":1765044000.13,"name":"priority","context":{"priority":16}}',
+    '{"timestamp":1765044000.25,"name":"alloc"}',
+    '{"timestamp":1765044000.31,"name":"start"}',
+    '{"timestamp":1765044003.40,"name":"exception","context":{"type":"cancel","severity":0,'
+    '"userid":0,"note":"node needed"}}',
+    '{"timestamp":1765044003.52,"name":"finish","context":{"status":15}}',
+    '{"timestamp":1765044003.60,"name":"release","context":{"ranks":"all","final":true}}',
+    '{"timestamp":1765044003.61,"name":"free"}',
+    '{"timestamp":1765044003.62,"name":"clean"}',
+]
+
+
+def test_the_eventlog_is_the_lifecycles_whole_story():
+    """flux_events translates each entry; the lifecycle's verdict on it is an operator's cancel
+    (fault cancelled), the signal as 128+n, queue time to alloc, run time start to finish."""
+    from harness.run.executors import core, flux_events
+
+    trace, state = core.Trace("f2bJ"), "NEW"
+    for line in EVENTLOG:
+        entry = json.loads(line)
+        name, context = entry["name"], entry.get("context", {})
+        trace.add(flux_events.translate("f2bJ", name, entry["timestamp"], context))
+        state = flux_events.state_after(state, name, context)
+    trace.add(core.Event(core.ENDED))
+    trace.settle(interrupted=False)
+    assert [e["name"] for e in trace.events][:2] == ["submit", "validate"]
+    assert trace.events[0]["jobid"] == "f2bJ" and state == "INACTIVE"
+    assert (trace.exit_code, trace.signal, trace.timed_out) == (143, 15, False)
+    assert trace.fault == Fault(
+        "cancelled", "flux: job f2bJ cancelled by user 0, not by this harness: node needed"
+    )
+    assert trace.timings(end=0.0) == pytest.approx((0.15, 3.21))
+    own = core.Trace("f2bJ", asked="timeout")  # the same end after this harness's own cancel
+    for line in EVENTLOG:
+        entry = json.loads(line)
+        own.add(flux_events.translate("f2bJ", entry["name"], 0.0, entry.get("context", {})))
+    own.settle(interrupted=False)
+    assert (own.fault, own.timed_out) == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("context", "kind"),
+    [
+        ({"type": "timeout", "severity": 0, "note": "resource allocation expired"}, "timeout"),
+        ({"type": "exec", "severity": 0, "note": "task 0: start failed"}, "ending"),
+        ({"type": "exec", "severity": 1, "note": "lost one of two shells"}, "note"),
+    ],
+)
+def test_exceptions_other_than_a_cancel(context, kind):
+    from harness.run.executors import flux_events
+
+    assert flux_events.translate("f1", "exception", 1.0, context).kind == kind
+    assert flux_events.wait_status(256) == (1, None) and flux_events.wait_status(9) == (137, 9)
+    assert flux_events.waiting("SCHED") == "state SCHED: waiting for resources, or held"
+
+
 def test_shell_pmi_plugins_find_flux_pmix(tmp_path):
     """simple always; pmix when the flux-pmix shell plugin (DIR/pmix/pmix.so) is on the path."""
-    from harness.run.executors.flux import shell_pmi_plugins
+    from harness.run.executors.flux_jobspec import shell_pmi_plugins
 
     plain, with_pmix = tmp_path / "plain", tmp_path / "pmix-installed"
     plain.mkdir()
@@ -453,7 +515,7 @@ def test_image_shell_options_reach_the_jobspec(executor, bookworm_sif, tmp_path)
 
 
 def test_pmi_library_is_bound(executor, bookworm_sif, tmp_path):
-    from harness.run.executors.flux import pmi_binds, pmi_library_path
+    from harness.run.executors.flux_jobspec import pmi_binds, pmi_library_path
 
     pmi = pmi_library_path()
     assert pmi is not None and pmi.is_file()
@@ -472,7 +534,7 @@ def test_pmi_library_is_bound(executor, bookworm_sif, tmp_path):
 def test_pmi_library_path_from_the_bindings(flux_instance, monkeypatch):
     """flux_conf_builtin_get through the bindings: what `flux config builtin` prints, with no
     subprocess."""
-    from harness.run.executors import flux as fluxmod
+    from harness.run.executors import flux_jobspec as fluxmod
 
     monkeypatch.delenv("FLUX_PMI_LIBRARY_PATH", raising=False)
     flux = _need_flux()

@@ -20,7 +20,9 @@ from types import SimpleNamespace
 import pytest
 
 from harness.run.executors import flux as fluxexec
+from harness.run.executors import flux_jobspec
 from harness.run.executors.base import Job
+from harness.run.executors.core import job_name
 from tests.conftest import ROOT
 
 
@@ -108,12 +110,12 @@ class JobspecV1_0_55:
 @pytest.fixture
 def flux055(monkeypatch):
     stand_in = SimpleNamespace(job=SimpleNamespace(JobspecV1=JobspecV1_0_55))
-    monkeypatch.setattr(fluxexec, "bindings", lambda: stand_in)
+    monkeypatch.setattr(flux_jobspec, "bindings", lambda: stand_in)
     return stand_in
 
 
 def test_jobspec_for_builds_on_the_0_55_signature(flux055):
-    js = fluxexec.jobspec_for(
+    js = flux_jobspec.jobspec_for(
         ["apptainer", "exec", "x.sif", "lmp"],
         num_tasks=4,
         num_nodes=2,
@@ -155,7 +157,7 @@ def test_the_executors_jobspec_on_0_55(flux055, tmp_path):
     assert task["command"][-3:] == ["lmp", "-in", "in.lj"]
     system = spec["attributes"]["system"]
     assert system["shell"]["options"]["pmi"] == "pmix"
-    assert system["job"]["name"] == fluxexec.job_name(job.stdout)
+    assert system["job"]["name"] == job_name(job.stdout)
     assert system["environment"]["PATH"] == os.environ["PATH"]
     assert system["duration"] == 60.0
 
@@ -167,4 +169,4 @@ def test_no_other_jobspec_construction():
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"JobspecV1\s*\.\s*from_\w+\(|JobspecV1\(", line):
                 calls.append(f"{path.relative_to(ROOT)}:{n}")
-    assert len(calls) == 1 and calls[0].startswith("harness/run/executors/flux.py"), calls
+    assert len(calls) == 1 and calls[0].startswith("harness/run/executors/flux_jobspec.py"), calls

@@ -160,7 +160,7 @@ def job_processes_of(journal: Path, timeout: float = 300) -> bytes:
     """The mark of the job a journal names, once processes carrying it run."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        token = journal.read_text().strip() if journal.exists() else ""
+        token = json.loads(journal.read_text()).get("name") if journal.exists() else ""
         if token and marked(needle := f"{JOB_MARK}={token}".encode()):
             return needle
         time.sleep(0.05)

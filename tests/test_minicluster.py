@@ -37,13 +37,9 @@ import yaml
 from harness.errors import HarnessError
 from harness.judge.classify import classify
 from harness.run.executors.base import Job
-from harness.run.executors.minicluster import (
-    MiniClusterExecutor,
-    command_string,
-    crd_variant,
-    mode_of,
-    render,
-)
+from harness.run.executors.minicluster import MiniClusterExecutor
+from harness.run.executors.minicluster_k8s import crd_variant
+from harness.run.executors.minicluster_render import command_string, render
 from harness.select import manifest
 from tests.conftest import ROOT, cli, shared_dir
 
@@ -523,7 +519,7 @@ def test_the_runner_tells_the_job_its_mode(replay, tmp_path):
     seen = []
     exp.executor.run = lambda job, run=exp.executor.run: (seen.append(job), run(job))[1]
     runner.execute(exp)
-    assert [mode_of(job) for job in seen] == ["basic"]
+    assert [job.mode for job in seen] == ["basic"]
 
 
 @pytest.mark.parametrize("variant", CRDS)
@@ -847,13 +843,13 @@ class FakeApiServer:
         self.logs = logs or {}
         self.calls = 0
         self.log_requests = []
-        self.deleted = False
+        self.deleted: set[str] = set()  # the MiniClusters deleted: their pods are gone
         self.served: list = []
 
     def list_namespaced_pod(self, namespace, label_selector=None, _request_timeout=None):
         k = _k8s()
         assert namespace == "default" and label_selector.startswith("job-name=")
-        if self.deleted:
+        if label_selector.removeprefix("job-name=") in self.deleted:
             return k.V1PodList(items=[])
         frame = self.frames[min(self.calls, len(self.frames) - 1)]
         self.calls += 1
@@ -878,15 +874,31 @@ class FakeApiServer:
 
 
 class FakeCustomObjects:
+    """The custom objects endpoints: MiniClusters are created, read (404 once deleted) and
+    deleted; `calls` keeps the order."""
+
     def __init__(self, server: FakeApiServer):
         self.server = server
         self.created = []
+        self.existing: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.created.append(body)
+        self.existing.add(body["metadata"]["name"])
+        self.calls.append(("create", body["metadata"]["name"]))
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):
+        from kubernetes.client.rest import ApiException
+
+        if name not in self.existing:
+            raise ApiException(status=404, reason="Not Found")
+        return {"metadata": {"name": name}}
 
     def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):
-        self.server.deleted = True
+        self.existing.discard(name)
+        self.server.deleted.add(name)
+        self.calls.append(("delete", name))
 
 
 class Clock:
@@ -904,12 +916,18 @@ MC = "h-iter-0003-0a1b2c3d-4e5f6a"
 
 
 def follow(tmp_path, frames, logs=None, *, strict=False, size=2, timeout_s=120.0, startup_s=300):
-    ex = MiniClusterExecutor(strict=strict, startup_s=startup_s, poll_s=5)
+    """One iteration through run(): the lifecycle follows the scripted pod lists on a clock
+    that moves only when the executor sleeps; the MiniCluster is deleted at the end."""
+    ex = MiniClusterExecutor(strict=strict, size=size, startup_s=startup_s, poll_s=5, crd="head")
     clock = Clock()
     ex._clock, ex._sleep = clock, clock.sleep
     server = FakeApiServer(frames, logs)
+    ex._clients = lambda: (FakeCustomObjects(server), server)
     job = _job(tmp_path, APP, np=4, timeout_s=timeout_s)
-    result = ex.follow(server, job, MC, size, ["minicluster", "x.yaml"], [], clock())
+    result = ex.run(job)
+    names = [e["name"] for e in result.events]
+    assert names[0] == "minicluster" and names[-1] == "deleted" and server.deleted, names
+    assert not list(job.stdout.parent.glob("*.minicluster-job"))  # its journal is gone
     text = job.stdout.read_text() + "\n" + job.stderr.read_text()
     verdict = classify(
         text,
@@ -954,7 +972,7 @@ def test_follow_success(tmp_path):
     assert result.fault is None and not result.timed_out
     assert result.exit_code is None  # wait.sh without strict always exits 0: unknown
     assert result.run_s == 9 and result.queue_s > 0
-    assert [e["name"] for e in result.events] == ["pod", "pod", "start", "pod", "finish"]
+    assert [e["name"] for e in result.events][1:-1] == ["pod", "pod", "start", "pod", "finish"]
     assert verdict.reason == "success"
 
 
@@ -1004,7 +1022,7 @@ def test_follow_never_scheduled(tmp_path):
     assert result.fault is not None and result.fault.kind == "start-timeout"
     assert "Unschedulable: 0/5 nodes are available: 5 Insufficient cpu." in result.fault.detail
     assert result.exit_code is None and not result.timed_out
-    assert result.queue_s > 300 and result.run_s == 0
+    assert result.queue_s >= 300 and result.run_s == 0
     assert job.stdout.read_text() == "" and result.fault.detail in job.stderr.read_text()
     assert verdict.reason == "infra"
 
@@ -1061,7 +1079,7 @@ def test_follow_timeout(tmp_path):
     log = "LAMMPS (29 Sep 2021 - Update 2)\nStep Temp E_pair"
     result, server, verdict, _ = follow(tmp_path, frames, {lead: log}, timeout_s=60)
     assert result.timed_out and result.fault is None and result.exit_code is None
-    assert 60 < result.run_s <= 70
+    assert 60 <= result.run_s <= 70  # the lifecycle stops it at its timeout, not a poll later
     assert server.log_requests == [(lead, MC)]
     assert verdict.reason == "timeout"
 
@@ -1115,6 +1133,32 @@ def test_run_creates_follows_and_deletes(tmp_path):
     assert server.deleted and result.events[-1]["name"] == "deleted"
     assert result.events[0]["protocol"] == "reference"
     assert result.argv == ["minicluster", str(job.stdout.with_suffix(".minicluster.yaml"))]
+    assert job.stdout.read_text() == LAMMPS_OK
+
+
+def test_a_minicluster_a_killed_harness_left_is_deleted_before_the_next(tmp_path):
+    """kill -9 of the harness leaves its MiniCluster and the journal naming it; the next run
+    deletes it (and waits until its pods are gone) before it creates anything."""
+    ex = MiniClusterExecutor(crd="head", poll_s=5, size=2)
+    clock = Clock()
+    ex._clock, ex._sleep = clock, clock.sleep
+    server = FakeApiServer([[operator_pod(MC, i, "Succeeded", terminated(0, "Completed"))
+                             for i in range(2)]], {f"{MC}-0-x7k2p": LAMMPS_OK})  # fmt: skip
+    custom = FakeCustomObjects(server)
+    ex._clients = lambda: (custom, server)
+    job = _job(tmp_path, APP, np=2)
+    left = "h-iter-0001-0a1b2c3d-9f8e7d"
+    custom.existing.add(left)
+    journal = job.stdout.parent / "iter-0001.minicluster-job"
+    journal.write_text(json.dumps({"name": left, "jobid": left}))
+    result = ex.run(job)
+    (created,) = custom.created
+    assert custom.calls == [
+        ("delete", left),
+        ("create", created["metadata"]["name"]),
+        ("delete", created["metadata"]["name"]),
+    ]
+    assert not journal.exists() and result.fault is None
     assert job.stdout.read_text() == LAMMPS_OK
 
 

@@ -1,9 +1,10 @@
-"""`--executor slurm`: every iteration a Slurm batch job, followed with scontrol.
+"""`--executor slurm`: every iteration a Slurm job started by srun, followed with scontrol.
 
-The first tests need nothing (the PMI rules, the `mpi` set comparison, the parsers, on lines
-Slurm 22.05 printed on the lab). The others run real LAMMPS in real Apptainer containers under
-the lab's real single-node Slurm (`bash scripts/slurm.sh start`): they skip with the reason
-where Slurm or the lab is not up, and fail in CI (HARNESS_REQUIRE_LAB=1).
+The first tests need nothing (the PMI rules, the `mpi` set comparison, the parsers and the
+state table, on lines Slurm 22.05 printed on the lab, through the lifecycle's own verdict).
+The others run real LAMMPS in real Apptainer containers under the lab's real single-node Slurm
+(`bash scripts/slurm.sh start`): they skip with the reason where Slurm or the lab is not up,
+and fail in CI (HARNESS_REQUIRE_LAB=1).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pytest
 import yaml
 
 from harness import mpi
-from harness.run.executors.slurm import (
-    outcome,
+from harness.run.executors.core import Trace
+from harness.run.executors.slurm_commands import (
+    final_events,
     parse_exit,
     parse_job_line,
     parse_mpi_list,
@@ -60,6 +62,16 @@ MPI_LIST = (
 def final(line: str, **changes: str) -> dict[str, str]:
     """The recorded line with the fields another final state had on the lab."""
     return {**parse_job_line(line), **changes}
+
+
+def outcome(jobid: str, info: dict[str, str], asked: str | None, ran: bool):
+    """(fault, timed out, exit code, signal) the lifecycle settles on for a job whose last
+    `scontrol show job` line is `info`, when this harness cancelled it for `asked` (or not)."""
+    trace = Trace(jobid, asked=asked)
+    for event in final_events(jobid, info, ran):
+        trace.add(event)
+    trace.settle(interrupted=False)
+    return trace.fault, trace.timed_out, trace.exit_code, trace.signal
 
 
 # -- no Slurm needed ---------------------------------------------------------------------------
@@ -143,7 +155,7 @@ def slurm_missing() -> str | None:
     """Why Slurm jobs cannot run here, or None."""
     if why := lab_missing():
         return why
-    for tool in ("sbatch", "srun", "scontrol", "scancel", "squeue"):
+    for tool in ("srun", "scontrol", "scancel", "squeue"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/install-deps.sh installs Slurm)"
     status = subprocess.run(
@@ -169,7 +181,7 @@ def read_records(outdir: Path) -> list[dict]:
 
 def queued_jobs_of(outdir: Path) -> list[str]:
     """squeue lines of the jobs a run in `outdir` submitted (named after its attempts)."""
-    names = {f"harness-{s.parent.name}-{s.stem}" for s in outdir.glob("logs/*/*.sh")}
+    names = {f"harness-{s.parent.name}-{s.stem}" for s in outdir.glob("logs/*/*.out")}
     out = subprocess.run(
         ["squeue", "-h", "-o", "%i|%j|%T"], capture_output=True, text=True, check=True
     ).stdout
@@ -285,7 +297,8 @@ def test_census_under_slurm_gives_each_image_its_measured_outcome(census):
             assert r["argv"] == [] and r["fault"]["kind"] == "pull"
             continue
         assert r["argv"][0].endswith("srun") and r["fault"] is None
-        assert (f"--mpi={plugin}" in r["argv"]) if plugin else not r["argv"][1].startswith("--mpi")
+        mpi_flags = [a for a in r["argv"] if a.startswith("--mpi")]
+        assert mpi_flags == ([f"--mpi={plugin}"] if plugin else []), (tag, mpi_flags)
         assert ("--bind" in r["argv"]) == (model == "bind")
         names = [e["name"] for e in r["events"]]
         assert names[:2] == ["pmi", "submit"] and names[-1] == "result" and "state" in names
@@ -395,7 +408,7 @@ def test_a_job_scancelled_by_someone_else_is_infra(slurm, tmp_path):
 @pytest.mark.lab
 @pytest.mark.slurm
 def test_the_harness_enforces_its_timeout_before_slurms_time_limit(slurm, tmp_path):
-    """--timeout 4: sbatch --time=1 (whole minutes; Slurm's TIMEOUT would come 60-90 s in),
+    """--timeout 4: srun --time=1 (whole minutes; Slurm's TIMEOUT would come 60-90 s in),
     the harness scancels the job once it has run 4 s and records a timeout."""
     outdir = tmp_path / "out"
     manifest = lab_manifest(tmp_path, "mpich-debian-12-amd64", 100000)
@@ -406,7 +419,7 @@ def test_the_harness_enforces_its_timeout_before_slurms_time_limit(slurm, tmp_pa
     (r,) = read_records(outdir)
     assert r["timed_out"] and r["reason"] == "timeout" and r["fault"] is None
     submit = next(e for e in r["events"] if e["name"] == "submit")
-    assert "--time=1" in submit["sbatch"]
+    assert "--time=1" in submit["srun"] and submit["srun"] == r["argv"]
     assert [e["why"] for e in r["events"] if e["name"] == "cancel"] == ["timeout"]
     assert r["events"][-1]["state"] == "CANCELLED" and r["exit_code"] is not None
 

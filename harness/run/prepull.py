@@ -81,7 +81,8 @@ def prepull(
     timeout_s: float = 3600.0,
 ) -> list[PullResult]:
     """Submit the pull jobs (one per up broker rank, or one) and collect what each pulled."""
-    from harness.run.executors.flux import bindings, connect, jobspec_for
+    from harness.run.executors.flux_api import bindings, connect
+    from harness.run.executors.flux_jobspec import jobspec_for
 
     bindings()  # a HarnessError saying how to install them when they are missing
     import flux

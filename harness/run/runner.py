@@ -173,9 +173,9 @@ class Experiment:
         return self.allowed[names.index(name)]
 
     def acquire(self, name: str) -> Pulled:
-        if self.executor.needs_sif:
-            return self.images.pull(name)
-        return Pulled(Path(name), None, 0.0, True)  # the executor's nodes pull it themselves
+        if self.executor.caps.pulls_image:  # the executor's nodes pull it themselves
+            return Pulled(Path(name), None, 0.0, True)
+        return self.images.pull(name)
 
     def job_for(self, image: manifest.Image, sif: Path, stdout: Path, stderr: Path) -> Job:
         """The job that runs `image` (pulled to `sif`) under this experiment's settings."""
@@ -352,12 +352,12 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     if not dry_run:  # a preview asks for what it shows (e.g. a MiniCluster needs no cluster)
         executor.preflight()
     host = hostmod.resolve(cfg.host_file, cfg.launcher)
-    if cfg.host_file is None and hasattr(executor, "describe_host"):  # e.g. Slurm's MPI set
+    if cfg.host_file is None and executor.caps.describes_host:  # e.g. Slurm's MPI set
         host = executor.describe_host(host)
     store = ArtifactStore(cache=cfg.cache, skip_invalid=cfg.skip_invalid)
     allowed, select_s = _select(cfg, images, host, store)
     cache = ImageCache(cfg.sif_cache)
-    if executor.needs_sif and not dry_run:  # a preview pulls nothing
+    if not executor.caps.pulls_image and not dry_run:  # a preview pulls nothing
         cache.check_registries([v.image.name for v in allowed])
     census_sets = candidate_sets(cfg, images, host, store) if cfg.mode == CENSUS else None
     out = Outdir(cfg.outdir)
@@ -571,7 +571,7 @@ def _iterate(exp: Experiment, on_record: Callable[[records.Record], None] | None
                 for i in todo:
                     save(exp.iteration(i))
             except BaseException:
-                _cancel(exp.executor)
+                exp.executor.cancel_all()
                 raise
             return counts
         pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent)
@@ -582,7 +582,7 @@ def _iterate(exp: Experiment, on_record: Callable[[records.Record], None] | None
             # Interrupted: drop what has not started, stop what runs (its iteration is redone
             # on resume: nothing of it was recorded).
             pool.shutdown(wait=False, cancel_futures=True)
-            _cancel(exp.executor)
+            exp.executor.cancel_all()
             raise
         pool.shutdown()
         return counts
@@ -604,7 +604,3 @@ def _in_order(
     while pending:
         yield pending.popleft().result()
 
-
-def _cancel(executor: Executor) -> None:
-    if cancel := getattr(executor, "cancel_all", None):
-        cancel()

@@ -29,7 +29,7 @@ class ModeStatus:
 
 
 def detached_entries(outdir: Path) -> list[dict]:
-    from harness.run.executors.flux import DETACH_FILE  # no Flux bindings needed for the name
+    from harness.run.executors.flux_detach import DETACH_FILE  # no Flux bindings needed for it
 
     entries = []
     path = Path(outdir) / DETACH_FILE
@@ -56,7 +56,7 @@ def status_rows(outdir: Path) -> list[ModeStatus]:
     entries = detached_entries(outdir)
     states: dict[str, str] = {}
     if entries:
-        from harness.run.executors.flux import job_states
+        from harness.run.executors.flux_detach import job_states
 
         states = job_states(entries)
     for e in entries:

@@ -1,10 +1,12 @@
 """Executors launch one MPI job of a containerised command and follow it to its end.
 
 `local` is the embedded default (the host's MPI launcher starting ranks of `apptainer exec`);
-`flux` submits the same job to a Flux instance through the Flux Python bindings; `minicluster`
-renders one Flux Operator MiniCluster per job through the Kubernetes API. All take a Job and
-return a JobResult, and declare their own command-line options (`OPTIONS`): the CLI is built
-from this registry.
+`flux` submits the same job to a Flux instance through the Flux Python bindings; `slurm` starts
+it with srun as a Slurm job; `minicluster` renders one Flux Operator MiniCluster per job through
+the Kubernetes API. All take a Job and return a JobResult through one lifecycle (core.py: the
+journal, the sweep of leftovers, deadlines, interrupts, the outcome) and are thin adapters to
+their scheduler; each declares its command-line options (`OPTIONS`) and its abilities (`caps`,
+base.Caps): the CLI is built from this registry. docs/executors.md shows how to add one.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import importlib
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.run.executors.base import Executor, Job, JobResult, Option
+from harness.run.executors.base import Caps, Executor, Job, JobResult, Option
 
 __all__ = [
     "AUTO",
     "EXECUTORS",
+    "Caps",
     "Executor",
     "Job",
     "JobResult",
@@ -58,7 +61,7 @@ def choose(requested: str, uri: str | None = None) -> tuple[str, str | None]:
             f"executor local (the MPI launcher on this machine): no Flux instance "
             f"({found.source}); --executor flux or slurm to use a scheduler"
         )
-    from harness.run.executors.flux import connect, instance_version
+    from harness.run.executors.flux_api import connect, instance_version
 
     try:
         version = instance_version(connect(target))

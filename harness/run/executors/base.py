@@ -1,9 +1,8 @@
-"""What every executor takes and gives back, and how it declares its own options."""
+"""What every executor takes and gives back, and how it declares its options and abilities."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -59,11 +58,19 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
+@dataclass(frozen=True)
+class Caps:
+    """What an executor can do beyond running jobs, declared (nobody probes for it)."""
+
+    pulls_image: bool = False  # its nodes pull the image themselves: no SIF is pulled here
+    describes_host: bool = False  # describe_host(): the host as its jobs see it
+
+
 class Executor(Protocol):
     name: str
     launcher: str
-    needs_sif: bool  # False: the executor's nodes pull the image themselves (MiniCluster)
     version: str | None  # what runs the jobs, e.g. "flux-core 0.55.0" (known after preflight)
+    caps: ClassVar[Caps]
     OPTIONS: ClassVar[tuple[Option, ...]]
 
     def preflight(self) -> None:
@@ -77,21 +84,5 @@ class Executor(Protocol):
     def cancel_all(self) -> None:
         """Stop every job in flight (the run is being interrupted)."""
 
-
-class LeftoverSweep:
-    """Once per log directory and run, before its first submission, the jobs a killed harness
-    left there (their journals remain) are cancelled and waited for: `cancel` gets the
-    journals. Held while a sweep waits, so no thread of this run submits into that directory
-    before it ends (a lock of its own, not the executor's)."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self._swept: set[Path] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, directory: Path, cancel: Callable[[list[Path]], None]) -> None:
-        directory = directory.resolve()
-        with self._lock:
-            if directory not in self._swept:
-                cancel(sorted(directory.glob(self.pattern)))
-                self._swept.add(directory)
+    def describe_host(self, host: dict[str, str]) -> dict[str, str]:
+        """The host as the executor's jobs see it (only where caps.describes_host)."""

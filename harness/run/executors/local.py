@@ -3,34 +3,57 @@
 With the bind model the host's MPI library is bound over the container's, the way a Flux view or
 a host PMI library is mounted into an image on a cluster: an image older than the host then
 fails to load it (glibc), which is a genuine os-abi failure.
+
+The job is a process of this machine (harness.run.executors.process) followed by the common
+lifecycle (core.py): its name is a random mark in the environment of every process it starts,
+journaled before it starts, so that a rerun finds and kills whatever a killed harness left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import time
 import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from harness.errors import HarnessError
-from harness.files import atomic_write
 from harness.mpi import OPENMPI_ROOT_ENV, SONAMES, host_library, launcher_mpi
 from harness.run import runtime
-from harness.run.executors.base import Job, JobResult, Option
+from harness.run.executors import process
+from harness.run.executors.base import Caps, Job, JobResult, Option
+from harness.run.executors.core import (
+    ENDED,
+    FINISHED,
+    STARTED,
+    SUBMITTED,
+    Collected,
+    Event,
+    Lifecycle,
+    Policy,
+    Prepared,
+    Trace,
+)
+from harness.run.executors.process import JOB_MARK, marked
 
-# The environment variable that marks every process of a job with its attempt's token.
-JOB_MARK = "HARNESS_JOB_MARK"
+__all__ = ["JOB_MARK", "LocalExecutor", "marked"]
+SLICE_S = 1.0  # the longest a poll waits for the launcher's end
+
+
+@dataclass(frozen=True)
+class _Launch:
+    stdout: Path
+    stderr: Path
+    env: dict[str, str]
 
 
 class LocalExecutor:
     name = "local"
-    needs_sif = True
+    caps: ClassVar[Caps] = Caps()
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, launcher: str):
@@ -38,7 +61,8 @@ class LocalExecutor:
         self.version: str | None = None  # the launcher's MPI, after preflight
         self._runtime: str | None = None
         self._impl: str | None = None
-        self._live: set[subprocess.Popen] = set()
+        self._procs: dict = {}  # job mark -> the launcher's process, of the jobs in flight
+        self._core = Lifecycle(self, Policy("local executor", ".job"))
 
     def preflight(self) -> None:
         self._runtime = runtime.executable()
@@ -69,98 +93,58 @@ class LocalExecutor:
         return [f"{lib.resolve()}:{lib}"]
 
     def run(self, job: Job) -> JobResult:
-        argv = self.argv(job)
-        env = dict(os.environ)
-        if self._impl == "OpenMPI":
-            env.update(OPENMPI_ROOT_ENV)
-        # One journal per iteration (not per attempt): a rerun finds what a killed harness left.
-        journal = job.stdout.with_name(job.stdout.name.split(".", 1)[0] + ".job")
-        kill_leftover(journal)
-        # The job's mark, journaled before it starts: every process of the job inherits it, so
-        # a rerun can find and kill them whenever this harness died, even before Popen returned.
-        token = uuid.uuid4().hex
-        env[JOB_MARK] = token
-        atomic_write(journal, token.encode())
-        start = time.perf_counter()
-        with job.stdout.open("wb") as out, job.stderr.open("wb") as err:
-            # Own session: a timeout kills the launcher and every rank it started.
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-            self._live.add(proc)
-            timed_out = False
-            try:
-                proc.wait(timeout=job.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:  # timeout, Ctrl-C, SIGTERM or any error: the job does not outlive this
-                if proc.poll() is None:
-                    _killpg(proc.pid)
-                    proc.wait()
-                self._live.discard(proc)
-                journal.unlink(missing_ok=True)
-        run_s = time.perf_counter() - start
-        code = proc.returncode
-        sig = -code if code < 0 else None
-        return JobResult(
-            argv=argv,
-            exit_code=128 + sig if sig else code,
-            signal=sig,
-            timed_out=timed_out,
-            queue_s=0.0,
-            run_s=run_s,
-            binds=self.binds(job),
-            runtime=self._runtime,
-        )
+        return self._core.run(job)
 
     def cancel_all(self) -> None:
         """Kill every job in flight (the run is being interrupted)."""
-        for proc in list(self._live):
-            _killpg(proc.pid)
+        self._core.cancel_all()
 
+    # -- the lifecycle's backend --------------------------------------------------------------
+    def prepare(self, job: Job, name: str) -> Prepared:
+        env = dict(os.environ)
+        if self._impl == "OpenMPI":
+            env.update(OPENMPI_ROOT_ENV)
+        # The job's mark, journaled before it starts: every process of the job inherits it, so
+        # a rerun finds and kills them whenever this harness died, even before Popen returned.
+        token = uuid.uuid4().hex
+        env[JOB_MARK] = token
+        launch = _Launch(Path(job.stdout), Path(job.stderr), env)
+        argv = self.argv(job)
+        return Prepared(token, argv, launch, binds=self.binds(job), runtime=self._runtime)
 
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
-        os.killpg(pid, signal.SIGKILL)
+    def submit(self, prepared: Prepared) -> tuple[str, list[Event]]:
+        launch: _Launch = prepared.native
+        t = time.time()
+        self._procs[prepared.name] = process.spawn(
+            prepared.argv, launch.stdout, launch.stderr, launch.env
+        )
+        return prepared.name, [Event(SUBMITTED, at=t), Event(STARTED, at=t)]
 
+    def poll(self, jobid: str, until: float | None) -> list[Event]:
+        left = SLICE_S if until is None else min(SLICE_S, until - time.monotonic())
+        code = process.wait(self._procs[jobid], left)
+        if code is None:
+            return []
+        self._procs.pop(jobid, None)
+        exit_code, sig = process.exit_status(code)
+        return [Event(FINISHED, at=time.time(), exit_code=exit_code, signal=sig), Event(ENDED)]
 
-def kill_leftover(journal: Path, wait_s: float = 10.0) -> None:
-    """Kill what a killed harness left running for this iteration: every process carrying the
-    mark its journal holds (the launcher, its ranks, their runtimes), then wait until they are
-    gone. A recycled pid can never match: the mark is a random token in the environment."""
-    try:
-        token = journal.read_text().strip()
-    except OSError:
-        return
-    if token:
-        needle = f"{JOB_MARK}={token}".encode()
-        deadline = time.monotonic() + wait_s
-        while (pids := marked(needle)) and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(os.getpgid(pid), signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
-    journal.unlink(missing_ok=True)
+    def waiting(self, jobid: str) -> tuple[str, str]:
+        return "running", "started at once"
 
+    def cancel(self, jobids: Sequence[str], why: str) -> None:
+        for token in jobids:
+            proc = self._procs.get(token)
+            if proc is not None:
+                process.killpg(proc.pid)
+            else:  # left by a killed harness: found by its mark
+                process.kill_marked(token)
 
-def marked(needle: bytes) -> list[int]:
-    """Pids of the live processes whose environment holds `needle` (NAME=value)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    def find(self, entry: dict) -> list[str]:
+        return [entry["name"]] if marked(process.mark(entry["name"])) else []
+
+    def active(self, jobids: Collection[str]) -> set[str]:
+        return {t for t in jobids if marked(process.mark(t))}
+
+    def collect(self, jobid: str, job: Job, prepared: Prepared, trace: Trace) -> Collected:
+        return Collected(prepared.argv)

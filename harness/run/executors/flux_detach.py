@@ -1,0 +1,93 @@
+"""`harness run --executor flux --detach`: the harness itself submitted as a Flux job, and the
+state of such jobs for `harness status`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.run.executors.flux_api import bindings, connect
+from harness.run.executors.flux_jobspec import jobspec_for
+
+DETACH_FILE = "flux-detached.json"  # the detached harness jobs of an outdir, one per line
+
+
+def _strip_detach(argv: Sequence[str]) -> list[str]:
+    return [a for a in argv if a != "--detach"]
+
+
+def detach(
+    argv: Sequence[str],
+    outdir: Path,
+    mode: str,
+    iters: int,
+    *,
+    uri: str | None = None,
+    cores: int = 1,
+) -> str:
+    """Submit `harness <argv>` (a `run` command line, --detach removed) as a Flux job of one
+    task; returns its job id (f58). The harness job submits the iterations to the same
+    instance. Its own output goes to OUTDIR/flux-harness-<id>.log, and OUTDIR/flux-detached.json
+    records the job (with its mode and target) for `status()`."""
+    flux = bindings()
+    argv = _strip_detach(argv)
+    outdir = Path(outdir).resolve()
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"outdir {outdir}: {exc.strerror}") from None
+    h = connect(uri)
+    command = [sys.executable, "-m", "harness.cli", *argv]
+    env = dict(os.environ)
+    js = jobspec_for(
+        command,
+        num_tasks=1,
+        cores_per_task=cores,
+        environment=env,
+        cwd=os.getcwd(),
+        name="harness-run",
+        stdout=str(outdir / "flux-harness-{{id}}.log"),
+    )
+    try:
+        jobid = flux.job.JobID(flux.job.submit(h, js))
+    except OSError as exc:
+        raise HarnessError(f"detach: submit refused: {exc.strerror or exc}") from None
+    entry = {
+        "jobid": jobid.f58,
+        "mode": mode,
+        "iters": iters,
+        "argv": list(argv),
+        "submitted": time.time(),
+        "uri": uri or os.environ.get("FLUX_URI"),
+    }
+    with (outdir / DETACH_FILE).open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    return jobid.f58
+
+
+def job_states(entries: list[dict]) -> dict[str, str]:
+    """State of each detached harness job, when an instance is reachable (else nothing)."""
+    if not entries:
+        return {}
+    try:
+        flux = bindings()
+        h = connect(None)
+    except HarnessError:
+        return {}
+    states = {}
+    for e in entries:
+        try:
+            info = flux.job.get_job(h, flux.job.JobID(e["jobid"]))
+        except (OSError, ValueError):
+            continue
+        if info:
+            state = info.get("state", "")
+            if state == "INACTIVE":
+                state = info.get("result", state)
+            states[e["jobid"]] = state
+    return states
