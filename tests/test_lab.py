@@ -257,64 +257,6 @@ def test_loader_check_names_what_a_bound_library_lacks_in_an_image(lab):
 
 
 @pytest.mark.lab
-def test_readme_own_images_walk(lab, tmp_path):
-    """The README's "Your own images" commands, on two lab images copied to a repository of
-    their own: create -> push -> manifest init -> census -> report."""
-    import re
-
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Your own images", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    steps = [line.split("#")[0].split() for line in section.strip().splitlines()]
-    assert [s[:3] for s in steps] == [
-        ["harness", "artifact", "create"],
-        ["harness", "artifact", "push"],
-        ["harness", "manifest", "init"],
-        ["harness", "census", "--manifests"],
-        ["harness", "report", "results/mine"],
-    ]
-    sifs = Path(os.environ.get("HARNESS_LAB_CACHE", "/var/cache/compat-harness/lab")) / "sif"
-    refs = []
-    for tag in ("openmpi-debian-12-amd64", "none-debian-12-amd64"):
-        ref = f"127.0.0.1/owntest/lammps:{tag}"
-        subprocess.run(
-            ["apptainer", "push", str(sifs / f"{tag}.sif"), f"oras://{ref}"],
-            check=True,
-            capture_output=True,
-        )
-        refs.append(ref)
-
-    def run(step: list[str], image: str | None = None) -> subprocess.CompletedProcess:
-        argv = []
-        for word in step[1:]:
-            if word == "REGISTRY/NAME:TAG":
-                argv.append(image)
-            elif word == "TAG.json":
-                argv.append(str(tmp_path / (image.rsplit(":", 1)[1] + ".json")))
-            elif word == "...":
-                argv.extend(refs[1:])
-            else:
-                argv.append(re.sub(r"^results/", str(tmp_path / "results") + "/", word))
-                if word == "mine.yaml":
-                    argv[-1] = str(tmp_path / "mine.yaml")
-        proc = cli(*argv)
-        assert proc.returncode == 0, (argv, proc.stderr)
-        return proc
-
-    for ref in refs:
-        run(steps[0], ref)
-        pushed = run(steps[1], ref)
-        assert pushed.stdout.strip() == f"{ref}-compspec"
-    run(steps[2], refs[0])
-    run(steps[3])
-    report = run(steps[4])
-    summary = json.loads((tmp_path / "results" / "mine" / "report.json").read_text())
-    images = {k.rsplit(":", 1)[-1]: v for k, v in summary["images"].items()}
-    assert images["openmpi-debian-12-amd64"]["success"] == 1
-    assert images["none-debian-12-amd64"]["reasons"] == {"missing-binary": 1}
-    assert "none-debian-12-amd64" in report.stdout
-
-
-@pytest.mark.lab
 def test_census_gives_the_gradient_the_lab_is_built_for(lab, tmp_path):
     """On this host (Debian 12, Open MPI mpirun, no GPU, bind): every selection step removes a
     failure class, so the expected success rate rises strictly from mode to mode."""
