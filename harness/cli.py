@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError, Terminated
-from harness.usage import Parser
+from harness.usage import Parser, count
 
 DEFAULT_LAUNCHER = os.environ.get("HARNESS_LAUNCHER", "mpirun")
 # A deployment sets the outdir (and the manifest: select/manifest.py) once for every shell, as
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "protocol of rse-ops/lammps-matrix (Flux views mounted into images)",
     )
     _mpi_model_arg(p)
-    p.add_argument("--iters", type=int, default=30, help="runs per mode to scale counts to")
+    p.add_argument("--iters", type=count, default=30, help="runs per mode to scale counts to")
     p.add_argument(
         "--measured",
         type=Path,

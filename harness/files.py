@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,40 @@ def read_input(path: str | Path, what: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise HarnessError(f"{what} {path}: line {line} is not UTF-8 text") from None
+
+
+# A \u escape not itself escaped (an even run of backslashes before it), high+low or alone.
+_ESCAPED = r"(?<!\\)((?:\\\\)*)"
+_PAIR = re.compile(_ESCAPED + r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})", re.I)
+_LONE = re.compile(_ESCAPED + r"\\u(d[89a-f][0-9a-f]{2})", re.I)
+
+
+def _astral(m: re.Match) -> str:
+    code = 0x10000 + ((int(m[2], 16) - 0xD800) << 10) + int(m[3], 16) - 0xDC00
+    return f"{m[1]}\\U{code:08x}"
+
+
+def json_escapes(text: str, what: str, path: str | Path) -> str:
+    """The text with JSON's surrogate-pair escapes (a character beyond U+FFFF, e.g. an emoji)
+    as YAML's \\U escapes: YAML reads \\u as a code point, so the JSON file would not parse.
+    A lone surrogate is no character at all: HarnessError naming its line."""
+    if "\\u" not in text:
+        return text
+    text = _PAIR.sub(_astral, text)
+    if lone := _LONE.search(text):
+        line = text.count("\n", 0, lone.start()) + 1
+        raise HarnessError(
+            f"{what} {path}: line {line}: \\u{lone[2]} is a lone UTF-16 surrogate, not a character"
+        )
+    return text
+
+
+def syntax_error(exc: Exception, what: str, path: str | Path, kind: str = "is not valid YAML"):
+    """One line for a YAML parser's error: where, and the parser's own words."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark else ""
+    problem = getattr(exc, "problem", None)
+    return HarnessError(f"{what} {path}:{where} {kind}" + (f" ({problem})" if problem else ""))
 
 
 def atomic_write(path: Path, data: bytes | Callable[[IO[bytes]], None]) -> Path:

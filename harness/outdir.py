@@ -53,6 +53,8 @@ def outdir_path(text: str) -> Path:
     """An outdir named on the command line; '' would silently be the current directory."""
     if not text.strip():
         raise HarnessError("the outdir is empty: name a directory (e.g. --outdir results)")
+    if "\0" in text:
+        raise HarnessError(f"outdir {text!r}: a NUL byte is in no file name")
     return Path(text)
 
 

@@ -21,3 +21,11 @@ class _SubParsers(argparse._SubParsersAction):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("parser_class", Parser)
         super().__init__(*args, **kwargs)
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count of runs, ranks, ...)."""
+    value = int(text)  # argparse turns a ValueError into "invalid count value: ..."
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

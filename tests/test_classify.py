@@ -958,3 +958,36 @@ def test_a_harmless_pairing_warning_does_not_hide_the_cause():
     gpu = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)"
     assert classify(lines(pairing, gpu), exit_code=1).reason == "gpu"
     assert classify("error: something a wrapper said\n", exit_code=1).reason == "unknown"
+
+
+# --- the request, not the image ------------------------------------------------------------------
+
+
+def test_lab_more_ranks_than_slots_is_infra_with_the_launchers_sentence(tmp_path):
+    """Open MPI's banner for `--np` above the slots (what the lab's mpirun printed for --np 64
+    on 2 cores): the launcher refused the request, so it says nothing of the image."""
+    banner = [
+        "-" * 74,
+        "There are not enough slots available in the system to satisfy the 64",
+        "slots that were requested by the application:",
+        "",
+        "  /usr/local/bin/apptainer",
+        "",
+        "Either request fewer slots for your application, or make more slots",
+        "available for use.",
+        "-" * 74,
+    ]
+    c = classify(lines(*banner), exit_code=1, ranks=64)
+    assert c.reason == "infra" and "not enough slots" in c.evidence
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "srun: error: Unable to create step for job 17: More processors requested than permitted",
+        "srun: error: Unable to allocate resources: Requested node configuration is not available",
+        "flux-job: task(s) exited with exit code 1: alloc: unsatisfiable request",
+    ],
+)
+def test_schedulers_refusing_the_request_is_infra(line):
+    assert classify(line, exit_code=1, ranks=8).reason == "infra"

@@ -305,9 +305,13 @@ def load(
 
 
 def check_filters(aggregates: Aggregates, mode_file: str | Path | None = None) -> None:
-    """A filter value that matches nothing is a typo, not an empty report: HarnessError naming
-    what there is (in the outdirs' records and census files; modes in the modes files' order)."""
+    """Outdirs without a record, or a filter value that matches nothing (a typo, not an empty
+    report): HarnessError naming what there is (in the outdirs' records and census files;
+    modes in the modes files' order)."""
     outs = aggregates.outdirs
+    if not any(o.seen_modes or o.census for o in outs):  # an empty report would hide a mistake
+        where = ", ".join(str(o.path) for o in outs)
+        raise HarnessError(f"{where}: no records yet, nothing to report (harness run writes them)")
     census = [o.census for o in outs if o.census]
     present = [m for c in census for m in c["modes"]] + [m for o in outs for m in o.seen_modes]
     modes = [m for m in ModeOrder.build(None, mode_file, present).names if m in set(present)]

@@ -21,7 +21,7 @@ import orjson
 from harness.errors import HarnessError
 from harness.files import atomic_write, read_input, user_cache
 from harness.select.bulk import gc_paused
-from harness.select.manifest import Image
+from harness.select.manifest import Image, local_artifact
 
 # compspec-go used the first before its rename to compspec (2024-02), the second after it.
 MEDIA_TYPES = ("application/org.supercontainers.compspec", "application/org.compspec")
@@ -183,7 +183,10 @@ class ArtifactStore:
 
     def _load(self, image_name: str, ref: str) -> Artifact:
         where = f"image {image_name}"
-        if ref.endswith(".json") and (data := _read(ref, where)) is not None:
+        if local_artifact(ref):
+            if (data := _read(ref, where)) is None:
+                why = "is a directory, not a file" if os.path.isdir(ref) else "no such file"
+                raise HarnessError(f"{where}: artifact file {ref}: {why}")
             return self._artifact(ref, data, where, f"file:{ref}", ref)
         if self.cache is not None:
             path = self._cache_prefix + cache_name(ref)

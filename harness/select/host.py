@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
-from harness.files import read_input
+from harness.files import json_escapes, read_input, syntax_error
 from harness.mpi import launcher_mpi
 from harness.select.modes import comparators
 from harness.system import normalise_arch, parse_os_release
@@ -98,9 +98,9 @@ def load(path: str | Path) -> dict[str, str]:
     text = read_input(path, "host file")
     try:
         # Every scalar as written: an unquoted version 22.10 must not become the float 22.1.
-        data = yaml.load(text, Loader=yaml.BaseLoader)  # YAML is a superset of JSON
-    except yaml.YAMLError:
-        raise HarnessError(f"host file {path}: neither JSON nor YAML") from None
+        data = yaml.load(json_escapes(text, "host file", path), Loader=yaml.BaseLoader)
+    except yaml.YAMLError as exc:  # YAML is a superset of JSON
+        raise syntax_error(exc, "host file", path, "is neither JSON nor YAML") from None
     if not isinstance(data, dict):
         raise HarnessError(f"host file {path}: expected a flat mapping of attribute keys")
     unknown = sorted(str(k) for k in data if k not in comparators() and k not in DESCRIPTIVE)

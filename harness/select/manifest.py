@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
-from harness.files import read_input
+from harness.files import json_escapes, read_input, syntax_error
 from harness.select import manifest_cache
 from harness.select.bulk import gc_paused
 
@@ -32,6 +33,10 @@ FLUX_SETTINGS = {
     "env": "mapping of extra environment variables for the job",
     "bind_pmi": "bind Flux's PMI library directory into the container (default true)",
 }
+
+
+# The characters of an OCI reference (registry/repository:tag@digest), for docker:// and oras://
+REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,9 @@ def _code() -> bytes:
 def _rows(path: Path, text: str) -> list[list]:
     """The manifest's images as validated rows (Image's fields, in order), or HarnessError."""
     try:
-        data = yaml.load(text, Loader=SafeLoader)
+        data = yaml.load(json_escapes(text, "manifest", path), Loader=SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"manifest {path}:{where} is not valid YAML") from None
+        raise syntax_error(exc, "manifest", path) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise HarnessError(f"manifest {path}: expected a mapping with an 'images' list")
     rows = [_entry(path, i, raw) for i, raw in enumerate(data["images"])]
@@ -113,12 +116,18 @@ def _rows(path: Path, text: str) -> list[list]:
 
 
 def _image(path: Path, name, artifact, command, workdir, mpi_model, flux, runtime, launcher):
-    if artifact and artifact.endswith(".json") and not os.path.isabs(artifact):
+    if artifact and local_artifact(artifact) and not os.path.isabs(artifact):
         # a local artifact file is named relative to the manifest, not to the caller's cwd
         artifact = str((path.parent / artifact).resolve())
     return Image(
         name, artifact, tuple(command), workdir, mpi_model, flux, tuple(runtime), tuple(launcher)
     )
+
+
+def local_artifact(ref: str) -> bool:
+    """Whether an artifact names a file rather than a registry reference (host/repository:tag,
+    which always has a slash): a .json file, or a path spelled as one."""
+    return ref.endswith(".json") or ref.startswith(("/", "./", "../")) or "/" not in ref
 
 
 def _entry(path: Path, index: int, raw: object) -> list:
@@ -131,9 +140,16 @@ def _entry(path: Path, index: int, raw: object) -> list:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise HarnessError(f"{where} field 'name' must be a non-empty string")
+    if not name.isprintable():  # a newline or control character would split logs and tables
+        raise HarnessError(f"{where} name {name!r} holds a control character")
+    scheme, sep, ref = name.strip().partition("://")
+    if sep and scheme in ("docker", "oras") and not REFERENCE.fullmatch(ref):
+        raise HarnessError(f"{where} name {name!r} is not an image reference ({scheme}://)")
     artifact = raw.get("artifact")
-    if artifact is not None and (not isinstance(artifact, str) or not artifact.strip()):
-        raise HarnessError(f"{where} field 'artifact' must be a non-empty string")
+    if artifact is not None and (
+        not isinstance(artifact, str) or not artifact.strip() or not artifact.isprintable()
+    ):
+        raise HarnessError(f"{where} field 'artifact' must be a non-empty line of text")
     command = raw.get("command", list(DEFAULT_COMMAND))
     if (
         not isinstance(command, list)

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
-from harness.files import read_input
+from harness.files import json_escapes, read_input, syntax_error
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -67,6 +67,10 @@ def _parse(data: object, where: str) -> dict[str, Mode]:
         if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
             raise HarnessError(f"{where}: mode {name!r} needs a 'keys' list")
         for key in body["keys"]:
+            if not isinstance(key, str):
+                raise HarnessError(
+                    f"{where}: mode {name!r} lists a key that is not a string: {key!r}"
+                )
             if key not in known:
                 raise HarnessError(
                     f"{where}: mode {name!r} uses unknown attribute key {key!r} "
@@ -93,11 +97,9 @@ def load(mode_file: str | Path | None = None) -> dict[str, Mode]:
     if mode_file is not None:
         path = Path(mode_file)
         try:
-            data = yaml.safe_load(read_input(path, "mode file"))
+            data = yaml.safe_load(json_escapes(read_input(path, "mode file"), "mode file", path))
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise HarnessError(f"mode file {path}:{where} is not valid YAML") from None
+            raise syntax_error(exc, "mode file", path) from None
         modes.update(_parse(data, f"mode file {path}"))
     return modes
 
