@@ -64,6 +64,26 @@ def _choose_executor(args) -> str | None:
     return f"harness: {line}" if line else None
 
 
+def _view_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--executor",
+        default="auto",
+        choices=_describing_executors(),
+        help=f"{what} as this executor's jobs see it (flux, slurm: the MPI implementations "
+        "their PMI can start, harness/data/pmi.yaml); auto (default): flux inside a Flux "
+        "instance, else local",
+    )
+
+
+def _executor_view(args, desc: dict[str, str]) -> dict[str, str]:
+    """This host as the chosen executor's jobs see it (the line saying which is printed)."""
+    from harness.run.executors import choose, executor_class
+
+    name, line = choose(args.executor, None)
+    _say(f"harness: {line}" if line else None)
+    return desc if name == "local" else executor_class(name)().describe_host(desc)
+
+
 def _say(line: str | None) -> None:
     if line:
         print(line, file=sys.stderr, flush=True)
@@ -194,14 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("host", help="describe this machine in compspec attribute keys")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _launcher_arg(p)
-    p.add_argument(
-        "--executor",
-        default="auto",
-        choices=_describing_executors(),
-        help="describe the host as this executor's jobs see it (flux, slurm: the MPI "
-        "implementations their PMI can start, harness/data/pmi.yaml); auto (default): flux "
-        "inside a Flux instance, else local",
-    )
+    _view_arg(p, "describe the host")
 
     p = sub.add_parser("candidates", help="images a mode allows for a host")
     _selection_args(p)
@@ -224,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "protocol of rse-ops/lammps-matrix (Flux views mounted into images)",
     )
     _mpi_model_arg(p)
+    _view_arg(p, "without --host, predict for this host")
     p.add_argument("--iters", type=count, default=30, help="runs per mode to scale counts to")
     p.add_argument(
         "--measured",
@@ -384,19 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_host(args) -> int:
     from harness.select import host
 
-    chosen = _choose_executor(args)
     desc = host.detect(args.launcher)
-    if args.executor == "local" and host.MPI_IMPL not in desc:
+    if args.executor in ("local", "auto") and host.MPI_IMPL not in desc:
         print(
             f"harness: warning: no MPI launcher {args.launcher!r} on PATH: the MPI keys are "
             "left out (give --launcher, or describe another machine in a host file)",
             file=sys.stderr,
         )
-    if args.executor != "local":
-        from harness.run.executors import executor_class
-
-        desc = executor_class(args.executor)().describe_host(desc)
-    _say(chosen)
+    desc = _executor_view(args, desc)
     if args.json:
         print(host.to_json(desc))
     else:
@@ -507,13 +516,18 @@ def cmd_predict(args) -> int:
 
     from harness.select import modes, predict
 
-    images, desc, store = _selection_inputs(args)
+    images, own, store = _selection_inputs(args)
+    # without a host file: this host as the executor a run would use sees it
+    desc = own if args.host_file else _executor_view(args, own)
     known = modes.load(args.mode_file)
     chosen = {args.mode: modes.resolve(args.mode, args.mode_file)} if args.mode else known
+    model = args.mpi_model if args.protocol == "host" else None
+    for note in predict.assumptions(own, chosen, model)[1]:
+        print(f"harness: note: the host description has {note}", file=sys.stderr)
     if args.protocol == "reference":
         preds = predict.reference(images, store, desc, chosen)
     else:
-        preds = predict.on_host(images, store, desc, chosen, args.mpi_model)
+        preds = predict.on_host(images, store, desc, chosen, args.mpi_model, own)
     warn_skipped(store.skipped)
     seen = predict.measured(args.measured)
     n = args.iters

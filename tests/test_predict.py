@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
+import pytest
 import yaml
 
 from harness.select.predict import Environment, os_glibc, rule_outcome
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, require
 from tests.test_candidates import UBUNTU_JAMMY
 
 FOCAL_IMAGE = {
@@ -122,3 +124,77 @@ def test_binomial_interval():
     assert binomial_interval(0.5, 30) == (10, 20)
     assert binomial_interval(1.0, 30) == (30, 30)
     assert binomial_interval(0.0, 30) == (0, 0)
+
+
+# -- what predict assumes -------------------------------------------------------------------------
+def test_assumptions_fill_what_the_os_implies_and_name_the_rest():
+    from harness.select.host import LIBC, MICROARCH
+    from harness.select.modes import builtin
+    from harness.select.predict import assumptions
+
+    host, notes = assumptions(dict(UBUNTU_JAMMY), builtin(), "bind")
+    assert host[LIBC] == os_glibc("ubuntu", "22.04") == "2.35"
+    text = "\n".join(notes)
+    assert f"no {LIBC}: assumed 2.35, the glibc of ubuntu 22.04" in text
+    assert "org.supercontainers.mpi.version" in text  # the bound MPI's release is assumed
+    assert f"no {MICROARCH}: mode descriptive-performance has no candidate" in text
+    # hybrid: the image's own MPI runs, so neither glibc nor the host MPI's release matters
+    _, hybrid = assumptions(dict(UBUNTU_JAMMY), {}, "hybrid")
+    assert not any(LIBC in n or "mpi.version" in n for n in hybrid), hybrid
+
+
+def test_every_example_host_is_complete_or_says_it_is_partial(anchors):
+    """predict names each key an example host file lacks; the file says so in its comment."""
+    for path in sorted((ROOT / "examples" / "hosts").glob("*.yaml")):
+        proc = cli(
+            "predict", "--manifests", str(ROOT / "manifests.yaml"), "--host", str(path),
+            "--cache", str(anchors / "compspec-cache"),
+        )  # fmt: skip
+        notes = [x for x in proc.stderr.splitlines() if x.startswith("harness: note:")]
+        partial = "# Partial:" in path.read_text()
+        assert bool(notes) == partial, (path.name, notes)
+        assert "is taken to be" not in proc.stderr, (path.name, proc.stderr)  # MPI release given
+
+
+# -- against a census measured on the lab ---------------------------------------------------------
+@pytest.mark.parametrize("executor", ["local", "slurm", "flux"])
+def test_predict_holds_against_a_census_under_each_executor(tmp_path, lab, executor):
+    """Each image's predicted outcome, with the MPI view of the executor that runs it (Slurm's
+    PMI starts MPICH ranks too; mpirun does not), is the outcome a census measures."""
+    from harness import records
+    from harness.run.executors import executor_class
+    from harness.select import host as hostmod
+    from harness.select import manifest, predict
+    from harness.select.artifacts import ArtifactStore
+    from tests.test_slurm import slurm_missing
+
+    if executor == "slurm":
+        require("Slurm", slurm_missing())
+    if executor == "flux" and not os.environ.get("FLUX_URI"):
+        pytest.skip("not inside a Flux instance (FLUX_URI is unset)")
+    lab_manifest = str(ROOT / "containers" / "lab" / "manifests.yaml")
+    out = tmp_path / executor
+    proc = cli(
+        "census", "--manifests", lab_manifest, "--executor", executor, "--mpi-model", "bind",
+        "--outdir", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    own = hostmod.detect("mpirun")
+    view = own if executor == "local" else executor_class(executor)().describe_host(own)
+    store = ArtifactStore(registry_cache=tmp_path / "artifacts")
+    predicted = predict.per_image(manifest.load(lab_manifest), store, view, "bind", own)
+    measured = {r.image: r.reason for r in records.read(out)}
+    assert set(measured) == set(predicted)
+    wrong = {
+        image: (reason, predicted[image])
+        for image, reason in measured.items()
+        # whether the application is in the image at all is no compspec attribute: an image
+        # without it fails as missing-binary, which predict can only see as some failure
+        if (
+            predicted[image][0] == "success"
+            if reason == "missing-binary"
+            else predicted[image][0] != reason
+        )
+    }
+    assert not wrong, wrong
+    assert "success" in measured.values() and len(set(measured.values())) > 3

@@ -230,24 +230,80 @@ def _descriptive(name, mode, images, attrs, store, host, arch, gpu) -> ModePredi
     return pred
 
 
+def assumptions(
+    host: dict[str, str], modes: dict[str, Mode], mpi_model: str | None
+) -> tuple[dict[str, str], list[str]]:
+    """The host as `on_host` predicts with it (a key the OS implies filled in) and one line per
+    key the rules would read that the host description lacks, saying what was assumed.
+    mpi_model None: the reference protocol, whose Flux views bring their own MPI and glibc."""
+    host = dict(host)
+    notes = []
+    if GPU not in host:
+        notes.append(f"no {GPU}: assumed no GPU")
+    if mpi_model and MPI not in host:
+        notes.append(f"no {MPI}: the launcher's MPI is unknown, so no MPI mismatch is predicted")
+    if mpi_model == "bind" and LIBC not in host:
+        vendor, version = host.get(VENDOR, ""), host.get(VERSION, "")
+        if glibc := os_glibc(vendor, version):
+            host[LIBC] = glibc
+            notes.append(f"no {LIBC}: assumed {glibc}, the glibc of {vendor} {version}")
+        else:
+            notes.append(
+                f"no {LIBC}, and the OS ({vendor or '?'} {version or '?'}) is not in the glibc "
+                "table: images are not checked against the glibc of the bound MPI (no os-abi)"
+            )
+    if mpi_model == "bind" and MPI in host and MPI_VERSION not in host:
+        notes.append(
+            f"no {MPI_VERSION}: the bound {host[MPI]} is taken to be each image's own release "
+            "(no failure from a release mismatch is predicted)"
+        )
+    for name, mode in modes.items():
+        if missing := [k for k in mode.keys if k not in host]:
+            notes.append(f"no {', '.join(missing)}: mode {name} has no candidate")
+    return host, notes
+
+
+def _environment(host: dict[str, str], own: dict[str, str], mpi_model: str) -> Environment:
+    """What an image meets when the harness runs it here. host: as the executor's jobs see it
+    (the launcher's MPI); own: the host's own description, whose MPI library the bind model
+    binds, as `assumptions` completes it."""
+    bound = mpi_model == "bind" and MPI in own and MPI_VERSION in own
+    return Environment(
+        f"the host's {own.get(MPI)} libraries",
+        normalise_arch(host[ARCH]),
+        own.get(LIBC) if mpi_model == "bind" else None,
+        host.get(MPI),
+        host.get(GPU, "no").lower() in matching.YES,
+        (own[MPI], own[MPI_VERSION]) if bound else None,
+    )
+
+
+def per_image(
+    images: list[Image],
+    store: ArtifactStore,
+    host: dict[str, str],
+    mpi_model: str,
+    own: dict[str, str] | None = None,
+) -> dict[str, tuple[str, str]]:
+    """Each image's predicted (reason, why) when run here: what a census measures."""
+    own, _ = assumptions(own or host, {}, mpi_model)
+    env = _environment(host, own, mpi_model)
+    attrs = _attrs(images, store)
+    return {name: _outcome(attrs, name, env) for name in attrs}
+
+
 def on_host(
     images: list[Image],
     store: ArtifactStore,
     host: dict[str, str],
     modes: dict[str, Mode],
     mpi_model: str,
+    own: dict[str, str] | None = None,
 ) -> list[ModePrediction]:
-    """The harness's own modes on this host, launched by the host's MPI launcher."""
+    """The harness's own modes on this host (host, own: as `_environment` takes them)."""
+    own, _ = assumptions(own or host, modes, mpi_model)
+    env = _environment(host, own, mpi_model)
     attrs = _attrs(images, store)
-    mounted = host.get(LIBC) if mpi_model == "bind" else None
-    env = Environment(
-        f"the host's {host.get(MPI)} libraries",
-        normalise_arch(host[ARCH]),
-        mounted,
-        host.get(MPI),
-        host.get(GPU, "no").lower() in matching.YES,
-        (host[MPI], host.get(MPI_VERSION, "")) if mpi_model == "bind" and MPI in host else None,
-    )
     results = []
     for name, mode in modes.items():
         pred = ModePrediction(name)
