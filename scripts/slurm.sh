@@ -25,8 +25,10 @@
 #         gone (Slurm stopped while slurmctld was down, a crash) are ended as
 #         NODE_FAIL (node set DOWN, then resumed).
 # stop    cancels every job, stops slurmd, slurmctld and munged, kills any
-#         slurmstepd of ours left with its processes and removes stale step
-#         sockets. Exit 0 (also when nothing ran).
+#         slurmstepd of ours left with its processes, then removes everything
+#         start wrote (configuration, munge key, state, spool, logs, the
+#         /etc/slurm/slurm.conf symlink): nothing is left behind. Exit 0 (also
+#         when nothing ran).
 # status  prints each daemon and the node state; exit 0 when all three run
 #         and the node is up (idle/mixed/allocated/completing), 3 otherwise.
 # Other arguments: usage on stderr, exit 2. start and stop need root.
@@ -511,7 +513,25 @@ cmd_stop() {
     fi
     clean_spool
     rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    remove_state
     say "stopped"
+}
+
+# What start wrote, named one by one (never a recursive delete of $STATE itself, which a user
+# may point anywhere), and the /etc symlink when it is ours. Kept while a daemon survived.
+remove_state() {
+    local name
+    for name in slurmd slurmctld munged; do
+        [[ -z "$(pid_of "$name")" ]] || { say "$name still runs: its state is kept"; return 0; }
+    done
+    [[ -z "$(stepd_pids)" ]] || { say "job steps still run: the state is kept"; return 0; }
+    if [[ -L "$ETC_CONF" && "$(readlink "$ETC_CONF")" == "$CONF" ]]; then
+        rm -f "$ETC_CONF"
+    fi
+    rm -rf "$RUN_DIR" "$LOG_DIR" "$SPOOL" "$CTLD_STATE" "$MUNGE_DIR"
+    rm -f "$CONF"
+    rmdir "$STATE" 2>/dev/null || say "$STATE holds files not ours: left in place"
+    say "removed $STATE and $ETC_CONF"
 }
 
 cmd_status() {
