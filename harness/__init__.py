@@ -1,3 +1,2 @@
 """compat-harness: how often does LAMMPS run from a container image picked by a selection rule?"""
 
-__version__ = "0.1.0"

@@ -152,3 +152,25 @@ def test_a_registry_outage_mid_run_is_infra_and_redone(lab, tmp_path):
     again = [json.loads(x) for x in records.read_text().splitlines()]
     assert [r["iteration"] for r in again] == [0, 1, 2, 3]
     assert not [r for r in again if r["reason"] == "infra"]
+
+
+def test_ctrl_c_while_the_command_line_imports_is_one_line(tmp_path):
+    """SIGINT raises KeyboardInterrupt wherever Python is: here, inside the import of a module
+    the command line needs (a finder raises it, as the signal would), before harness.cli's own
+    handler exists."""
+    probe = (
+        "import sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'harness.usage':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from harness.__main__ import main\n"
+        "sys.argv = ['harness', '--version']\n"
+        "sys.exit(main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "harness: interrupted; rerun the same command to resume"
