@@ -549,7 +549,7 @@ def cmd_predict(args) -> int:
             )
         )
         return 0
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 100)
     table = Table(
         "mode",
         "predicted success",
