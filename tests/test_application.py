@@ -247,3 +247,25 @@ def _dev_logs() -> Path:
             "no dev-logs to compare the published wall times with"
         )
     return root
+
+
+def test_netpipe_is_judged_by_its_own_lines():
+    """NetPIPE's figures (tests/replay.py: real NPopenmpi output): the highest bandwidth of any
+    block, the latency of the smallest; LAMMPS's lines are no NetPIPE figures and back."""
+    from harness.application import load
+    from tests.replay import NETPIPE
+
+    netpipe = load("netpipe")
+    assert netpipe.ranks == 2 and netpipe.command[0] in netpipe.executables
+    assert netpipe.parse_figures(NETPIPE) == {
+        "max_bandwidth_mbps": 121.76,
+        "latency_us": 2.08,
+        "largest_block_bytes": 64,
+        "blocks": 12,
+    }
+    dip = NETPIPE.replace("121.76 Mbps", "21.76 Mbps")
+    assert netpipe.parse_figures(dip)["max_bandwidth_mbps"] == 94.45
+    assert netpipe.parse_figures(REAL_RUN) == {}
+    assert parse_figures(NETPIPE) == {}
+    assert netpipe.process_count(NETPIPE) == 2  # "0: vm", "1: vm"; no block line
+    assert [p for p, _ in netpipe.iter_runs(NETPIPE)] == [2]
