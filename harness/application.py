@@ -57,6 +57,7 @@ DEFAULT = "lammps"
 ROLES = ("completed", "run", "process")  # the criteria the classifier reads
 TYPES = ("str", "int", "float", "hms", "count")
 KEEP = ("first", "last", "max", "min")
+STREAMS = (["stdout"], ["stdout", "stderr"])  # the job's output its figures are read from
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # an application's name: it goes into records
 
 
@@ -134,6 +135,8 @@ class Application:
     # number of MPI ranks it must run on when it needs exactly that many (None: any)
     command: tuple[str, ...] = ()
     ranks: int | None = None
+    # where it prints its figures: the job's stdout, or stdout and stderr (NetPIPE's loop)
+    streams: tuple[str, ...] = ("stdout",)
     # its own failure rules, as reasons.yaml writes rules (checked by harness.judge.reasons),
     # tried before the general ones
     rules: tuple[Mapping, ...] = ()
@@ -228,7 +231,7 @@ def parse(data: object, where: str) -> Application:
     if not isinstance(exes, list) or not all(isinstance(e, str) and e for e in exes):
         raise _fail(where, "'executables' must be a list of program names")
 
-    command, ranks = _run(data.get("run"), where)
+    command, ranks, streams = _run(data.get("run"), where)
     rules = data.get("rules") or []
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise _fail(where, "'rules' must be a list of rules (as in reasons.yaml)")
@@ -315,16 +318,17 @@ def parse(data: object, where: str) -> Application:
         app_time=app_time,
         command=command,
         ranks=ranks,
+        streams=streams,
         rules=tuple(rules),
         _scan=scan,
         _by_line=MappingProxyType(by_line),
     )
 
 
-def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None]:
-    """The `run` section: (default command, fixed ranks or None), checked."""
-    if not isinstance(run, dict) or set(run) - {"command", "ranks"}:
-        raise _fail(where, "'run' must be a mapping of command (and ranks)")
+def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
+    """The `run` section: (default command, fixed ranks or None, figure streams), checked."""
+    if not isinstance(run, dict) or set(run) - {"command", "ranks", "figures_from"}:
+        raise _fail(where, "'run' must be a mapping of command (and ranks, figures_from)")
     command = run.get("command")
     if (
         not isinstance(command, list)
@@ -335,7 +339,11 @@ def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None]:
     ranks = run.get("ranks")
     if ranks is not None and (isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1):
         raise _fail(where, "run: 'ranks' must be a whole number >= 1")
-    return tuple(command), ranks
+    streams = run.get("figures_from", ["stdout"])
+    if streams not in STREAMS:
+        shown = " or ".join(str(s) for s in STREAMS)
+        raise _fail(where, f"run: 'figures_from' must be {shown}")
+    return tuple(command), ranks, tuple(streams)
 
 
 def _app_time(timings: object, figures: list[Figure], where: str) -> str | None:

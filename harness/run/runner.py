@@ -250,7 +250,9 @@ class Experiment:
         )
         if verdict.reason in SYMPTOMS and result is not None and result.binds and fault is None:
             verdict = step("judge", lambda: cause_of(verdict, result, pulled.path))
-        figures = self.app.parse_figures(out) if result else {}
+        figures = {}
+        if result:  # the streams the application prints its figures on
+            figures = self.app.parse_figures(out if self.app.streams == ("stdout",) else text)
         return records.Record(
             iteration=i,
             mode=cfg.mode,
