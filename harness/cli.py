@@ -119,6 +119,13 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
         help="MPI ranks (default 2; the minicluster reference protocol: 4, as the reference ran)",
     )
     p.add_argument(
+        "--application",
+        default="lammps",
+        metavar="NAME|FILE",
+        help="what the images run and how it is judged: an application of "
+        "harness/data/applications/ (lammps, the default; netpipe) or such a YAML file",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="show what each iteration would run (image, command or MiniCluster YAML) from the "
@@ -640,6 +647,7 @@ def _run_config(args, mode: str, iters: int):
         census=getattr(args, "census", None),
         runtime_options=tuple(args.runtime_options),
         launcher_options=tuple(args.launcher_options),
+        application=args.application,
     )
 
 

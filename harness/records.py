@@ -18,15 +18,17 @@ from pathlib import Path
 
 import orjson
 
+from harness.application import DEFAULT as DEFAULT_APPLICATION
 from harness.errors import HarnessError
 from harness.outdir import CENSUS_FILE as CENSUS_FILE  # re-exported for their readers
 from harness.outdir import CENSUS_MODE, Outdir
 from harness.outdir import RECORDS_FILE as RECORDS_FILE
 from harness.outdir import REJECTED_FILE as REJECTED_FILE
 
-SCHEMA = "compat-harness/record/2"
-# Schemas this reader understands: record/1 lacks the provenance and step fields (defaults).
-READABLE = ("compat-harness/record/1", SCHEMA)
+SCHEMA = "compat-harness/record/3"
+# Schemas this reader understands: record/1 lacks the provenance and step fields, record/2 the
+# application (defaults: LAMMPS, the only application before record/3).
+READABLE = ("compat-harness/record/1", "compat-harness/record/2", SCHEMA)
 # A census (every image in turn, harness census) records mode CENSUS and writes CENSUS_FILE.
 CENSUS = CENSUS_MODE
 CENSUS_SCHEMA = "compat-harness/census/1"
@@ -85,6 +87,7 @@ class Record:
     steps: dict[str, float] = field(default_factory=dict)  # seconds per named step
     stage: str | None = None  # the step where the iteration failed (None: it succeeded)
     executor_version: str | None = None  # e.g. "flux-core 0.55.0", "slurm 22.05.8"
+    application: str = DEFAULT_APPLICATION  # what ran (harness/data/applications/NAME.yaml)
     schema: str = SCHEMA
 
     def to_json(self) -> str:
@@ -152,6 +155,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "started_at": str,
     "events": list,
     "steps": dict,
+    "application": str,
 }
 
 

@@ -29,6 +29,34 @@ GLIBC = (
 )
 GPU = "ERROR: Could not find/initialize a specified accelerator device (src/GPU/gpu_extra.h:35)\n"
 MISSING = 'FATAL:   "lmp": executable file not found in $PATH\n'
+# NetPIPE (harness/data/applications/netpipe.yaml): Debian 12's NPopenmpi 3.7.2 in the lab's
+# openmpi-debian-12-amd64 under Open MPI 4.1.4's `mpirun -n 2` (bind), its first blocks: each
+# rank's lines on stdout, the first rank's main loop on stderr; and twice what it printed on
+# stdout under `mpirun -np 1`, as two 1-rank copies would
+NETPIPE = (
+    "Using no perturbations\n\nSending output to /dev/null\n1: vm\n"
+    "Using no perturbations\n\nSending output to /dev/null\n0: vm\n"
+)
+NETPIPE_STDERR = (
+    "Now starting the main loop\n"
+    "  0:       1 bytes 149263 times -->      7.09 Mbps in       1.08 usec\n"
+    "  1:       2 bytes  92904 times -->     24.44 Mbps in       0.62 usec\n"
+    "  2:       3 bytes 160137 times -->     41.82 Mbps in       0.55 usec\n"
+    "  3:       4 bytes 121808 times -->     24.81 Mbps in       1.23 usec\n"
+    "  4:       6 bytes  60961 times -->     39.40 Mbps in       1.16 usec\n"
+    "  5:       8 bytes  43031 times -->     45.19 Mbps in       1.35 usec\n"
+    "  6:      12 bytes  46274 times -->     89.71 Mbps in       1.02 usec\n"
+    "  7:      16 bytes  40828 times -->    118.76 Mbps in       1.03 usec\n"
+    "  8:      24 bytes  54722 times -->    159.46 Mbps in       1.15 usec\n"
+    "  9:      32 bytes  32657 times -->    261.33 Mbps in       0.93 usec\n"
+    " 10:      48 bytes  56865 times -->    638.37 Mbps in       0.57 usec\n"
+    " 11:      64 bytes  61737 times -->    669.91 Mbps in       0.73 usec\n"
+    " 12:      96 bytes  70742 times -->    510.79 Mbps in       1.43 usec\n"
+)
+NETPIPE_SINGLETONS = (
+    "Sending output to /dev/null\n0: vm\nNeed at least two processes (only given 1)\n"
+    "Sending output to /dev/null\n0: vm\nNeed at least two processes (only given 1)\n"
+)
 
 
 @dataclass

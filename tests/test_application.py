@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge.application import banner_count, figure_units, iter_loop_lines, parse_figures
+from harness.application import banner_count, figure_units, iter_loop_lines, parse_figures
 
 REAL_RUN = "\n".join(
     [
@@ -142,7 +142,7 @@ def test_launcher_prefixed_lines():
 
 
 def test_lammps_is_described_by_its_data_file():
-    from harness.judge.application import Application, available, load
+    from harness.application import Application, available, load
 
     assert "lammps" in available()
     app = load("lammps")
@@ -180,8 +180,8 @@ def test_figure_units():
 
 
 def test_unknown_application():
+    from harness.application import load
     from harness.errors import HarnessError
-    from harness.judge.application import load
 
     with pytest.raises(HarnessError, match="unknown application 'gromacs'"):
         load("gromacs")
@@ -196,15 +196,23 @@ def test_unknown_application():
         (lambda d: d["figures"][1].update(regex=r"Loop time of (?P<x>\d+)"), "named group"),
         (lambda d: d["figures"][1].pop("units"), "units"),
         (lambda d: d["lines"].update(loop=r"Loop (?P<a>time)"), "no named groups"),
+        (lambda d: d.pop("run"), "'run' must be"),
+        (lambda d: d["run"].update(command="lmp -in in.lj"), "non-empty list of arguments"),
+        (lambda d: d["run"].update(ranks=0), "'ranks' must be"),
+        (lambda d: d["run"].update(np=2), "'run' must be"),
+        (lambda d: d["run"].update(figures_from=["stderr"]), "'figures_from' must be"),
+        (lambda d: d.update(rules={"reason": "arch"}), "'rules' must be"),
+        (lambda d: d["figures"][0].update(keep="max"), "max, min: numbers"),
+        (lambda d: d.update(name="lammps; rm -rf /"), "'name' may hold"),
     ],
 )
 def test_application_file_is_checked(edit, message):
     import yaml
 
+    from harness import application
     from harness.errors import HarnessError
-    from harness.judge import application
 
-    path = Path(application.__file__).parents[1] / "data/applications/lammps.yaml"
+    path = Path(application.__file__).parent / "data/applications/lammps.yaml"
     data = yaml.safe_load(path.read_text())
     edit(data)
     with pytest.raises(HarnessError, match=message):
@@ -240,3 +248,26 @@ def _dev_logs() -> Path:
             "no dev-logs to compare the published wall times with"
         )
     return root
+
+
+def test_netpipe_is_judged_by_its_own_lines():
+    """NetPIPE's figures (tests/replay.py: real NPopenmpi output, its main loop on stderr): the
+    highest bandwidth of any block, the latency of the smallest; LAMMPS's lines are no NetPIPE
+    figures and back."""
+    from harness.application import load
+    from tests.replay import NETPIPE, NETPIPE_STDERR
+
+    netpipe = load("netpipe")
+    assert netpipe.ranks == 2 and netpipe.command[0] in netpipe.executables
+    assert netpipe.streams == ("stdout", "stderr") and load("lammps").streams == ("stdout",)
+    text = NETPIPE + NETPIPE_STDERR
+    assert netpipe.parse_figures(text) == {
+        "max_bandwidth_mbps": 669.91,  # block 11's: the last block's (96 bytes) is lower
+        "latency_us": 1.08,
+        "largest_block_bytes": 96,
+        "blocks": 13,
+    }
+    assert netpipe.parse_figures(REAL_RUN) == {}
+    assert parse_figures(text) == {}
+    assert netpipe.process_count(text) == 2  # "1: vm", "0: vm"; no block line
+    assert [p for p, _ in netpipe.iter_runs(text)] == [2]

@@ -188,6 +188,33 @@ CASES = {
         lambda d: ((d / "out" / "records.jsonl").mkdir(parents=True), run_args(d))[1],
         "not a file",
     ),
+    # --application NAME|FILE
+    "application unknown": (
+        lambda d: run_args(d, "--application", "gromacs"),
+        "unknown application 'gromacs' (known: lammps, netpipe)",
+    ),
+    "application file missing": (
+        lambda d: run_args(d, "--application", str(d / "app.yaml")),
+        "app.yaml: no such file",
+    ),
+    "application file bad YAML": (
+        lambda d: (
+            write(d / "app.yaml", "name: [\n"),
+            run_args(d, "--application", str(d / "app.yaml")),
+        )[1],
+        "app.yaml: not valid YAML",
+    ),
+    "application file without run": (
+        lambda d: (
+            write(d / "app.yaml", "name: x\n"),
+            run_args(d, "--application", str(d / "app.yaml")),
+        )[1],
+        "'run' must be a mapping",
+    ),
+    "application on ranks it cannot run on": (
+        lambda d: run_args(d, "--application", "netpipe", "--np", "3"),
+        "application netpipe runs on exactly 2 ranks",
+    ),
 }
 
 

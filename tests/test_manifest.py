@@ -25,7 +25,8 @@ def test_reference_manifest_has_the_18_images():
 def test_compspec_go_format_is_accepted_as_is(tmp_path, anchors):
     images = manifest.load(anchors / "manifests.yaml")
     assert len(images) == 18
-    assert images[0].command == manifest.DEFAULT_COMMAND and images[0].workdir is None
+    # no command: the application's (harness run --application, LAMMPS by default)
+    assert images[0].command is None and images[0].workdir is None
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ from rich.console import Console
 
 from harness import report
 from harness.errors import HarnessError
-from harness.judge import application
 from harness.judge.reasons import REASONS
 from harness.judge.reasons import reason as reason_of
 from harness.records import CENSUS_FILE, CENSUS_SCHEMA, Record, Timings, append, records_path
@@ -808,8 +807,7 @@ def test_main_filters(census_dir: Path, tmp_path: Path, capsys):
     assert data["modes"]["random"] == {**data["modes"]["random"], "n": 9, "success": 0}
 
 
-def test_export_fom_fallback_units(census_dir: Path, tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.delattr(application, "figure_units", raising=False)
+def test_export_fom_units(census_dir: Path, tmp_path: Path, capsys):
     path = tmp_path / "fom" / "figures.csv"
     report.main([str(census_dir)], True, str(tmp_path / "r"), export_fom=path)
     capsys.readouterr()
@@ -850,16 +848,18 @@ def test_export_fom_successes_unless_asked(tmp_path: Path, capsys):
     assert single_rows == [("loop_time_s", "2.5"), ("procs", "1")]
 
 
-def test_export_fom_asks_application_for_units(census_dir: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(
-        application, "figure_units", lambda: {"loop_time_s": "seconds"}, raising=False
-    )
+def test_export_fom_units_are_the_records_applications(tmp_path: Path):
+    """Units come from the record's application's data; an application this harness does not
+    describe (a record of --application FILE) has figures without units."""
+    out = tmp_path / "run"
+    out.mkdir()
+    append(out, rec("basic", 0, "success", figures={"loop_time_s": 2.0}))
+    append(out, rec("basic", 1, "success", figures={"loop_time_s": 3.0}, application="mine"))
     with report.FomExport(tmp_path / "f.csv") as sink:
-        report.load([census_dir], on_record=sink)
+        report.load([out], on_record=sink)
         path = sink.commit()
-    units = {(r["figure"], r["unit"]) for r in csv.DictReader(path.open())}
-    assert ("loop_time_s", "seconds") in units
-    assert ("timesteps_per_s", "timesteps/s") in units  # from the fallback
+    units = [(r["iteration"], r["figure"], r["unit"]) for r in csv.DictReader(path.open())]
+    assert units == [("0", "loop_time_s", "s"), ("1", "loop_time_s", "")]
 
 
 def test_export_fom_left_unfinished_leaves_nothing(census_dir: Path, tmp_path: Path):

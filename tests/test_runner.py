@@ -15,7 +15,15 @@ from harness.errors import HarnessError
 from harness.outdir import Outdir
 from harness.record_index import RecordIndex
 from harness.run import runner
-from tests.replay import GLIBC, GPU, MISSING, SUCCESS
+from tests.replay import (
+    GLIBC,
+    GPU,
+    MISSING,
+    NETPIPE,
+    NETPIPE_SINGLETONS,
+    NETPIPE_STDERR,
+    SUCCESS,
+)
 
 HOST = {
     "io.archspec.cpu.target": "amd64",
@@ -261,3 +269,79 @@ def test_a_refused_census_leaves_census_json_as_it_was(replay, tmp_path):
     assert out.census_file.read_bytes() == before
     runner.census(config(setup, out.path, repeat=2, mode_file=more))  # once it is free
     assert "extra" in json.loads(out.census_file.read_text())["modes"]
+
+
+# ----------------------------------------------------------------------------------------------
+# --application: what runs and how it is judged
+# ----------------------------------------------------------------------------------------------
+
+
+def netpipe_lab(tmp_path: Path) -> dict:
+    """The replay lab with NetPIPE's outputs: one image runs it, one runs it as singletons."""
+    setup = lab(tmp_path)
+    names = sorted(setup["outputs"])
+    setup["outputs"][names[0]] = {"stdout": NETPIPE, "stderr": NETPIPE_STDERR}
+    setup["outputs"][names[1]] = {"stdout": NETPIPE_SINGLETONS, "exit_code": 254}
+    return setup
+
+
+def test_another_application_runs_its_command_and_is_judged_by_its_data(replay, tmp_path):
+    setup = netpipe_lab(tmp_path)
+    runner.run(config(setup, tmp_path / "out", mode="census", iters=4, application="netpipe"))
+    recs = {Path(r.image).name: r for r in records.read(tmp_path / "out")}
+    ok, single = (recs[n] for n in sorted(setup["outputs"])[:2])
+    assert {r.application for r in recs.values()} == {"netpipe"}
+    # the manifest names no command: the application's
+    assert ok.argv[-7:] == ["NPopenmpi", "-u", "65536", "-p", "0", "-o", "/dev/null"]
+    assert ok.reason == "success" and ok.evidence == "Now starting the main loop"
+    assert ok.figures == {  # from stderr, where NetPIPE prints its main loop
+        "max_bandwidth_mbps": 669.91,
+        "latency_us": 1.08,
+        "largest_block_bytes": 96,
+        "blocks": 13,
+    }
+    assert ok.timings.app_s is None  # NetPIPE reports no wall time of its own
+    # its own rule: the copies refuse to run alone
+    assert single.reason == "mpi-singleton"
+    assert single.evidence == "Need at least two processes (only given 1)"
+
+
+def test_the_application_is_part_of_what_a_resume_must_match(replay, tmp_path):
+    setup = lab(tmp_path)
+    runner.run(config(setup, tmp_path / "out", iters=2))
+    assert {r.application for r in records.read(tmp_path / "out")} == {"lammps"}
+    with pytest.raises(HarnessError, match="application lammps"):
+        runner.run(config(setup, tmp_path / "out", iters=4, application="netpipe"))
+
+
+@pytest.mark.parametrize(
+    ("application", "np", "message"),
+    [
+        ("gromacs", 2, "unknown application 'gromacs' \\(known: lammps, netpipe\\)"),
+        ("netpipe", 4, "application netpipe runs on exactly 2 ranks: use --np 2"),
+        ("nowhere/app.yaml", 2, "application nowhere/app.yaml: no such file"),
+    ],
+)
+def test_a_bad_application_is_refused_before_anything_runs(
+    replay, tmp_path, application, np, message
+):
+    setup = lab(tmp_path)
+    with pytest.raises(HarnessError, match=message):
+        runner.run(config(setup, tmp_path / "out", np=np, application=application))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_application_file_with_a_rule_of_no_known_reason_is_refused(replay, tmp_path):
+    import yaml
+
+    from harness import application
+
+    data = yaml.safe_load(
+        (Path(application.__file__).parent / "data/applications/netpipe.yaml").read_text()
+    )
+    data["rules"][0]["reason"] = "slow"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(HarnessError, match="application netpipe: rules\\[0\\]: unknown reason"):
+        runner.run(config(lab(tmp_path), tmp_path / "out", application=str(path)))
+    assert not (tmp_path / "out").exists()

@@ -86,7 +86,13 @@ FORBIDDEN = {
     "harness.run": ("harness.report", "harness.cli"),
     "harness.report": ("harness.run", "harness.cli"),
 }
-BASE = ("harness.errors", "harness.files", "harness.mpi", "harness.system")
+BASE = (
+    "harness.application",
+    "harness.errors",
+    "harness.files",
+    "harness.mpi",
+    "harness.system",
+)
 
 
 @pytest.mark.parametrize("stage", sorted(FORBIDDEN))

@@ -8,7 +8,8 @@ not decide, that line as a ``note``.
 
 The reasons, their signature rules and the noise are data (harness/data/reasons.yaml, through
 harness.judge.reasons); what LAMMPS prints when it completes is data too
-(harness/data/applications/lammps.yaml, through harness.judge.application).
+(harness/data/applications/lammps.yaml, through harness.application): the application judged
+is an argument (LAMMPS by default), with its own completion lines and failure rules.
 
 Provenance first (harness.judge.provenance): every line is the *application's* or the
 *infrastructure's* (a Flux Operator's wrapper prelude up to its ``flux start ... flux submit``
@@ -62,7 +63,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.judge import application, provenance
+from harness import application
+from harness.judge import provenance
 from harness.judge import reasons as _reasons
 from harness.judge.faults import Fault
 from harness.judge.reasons import REASONS
@@ -114,10 +116,9 @@ def _evidence(line: str, source: str) -> str:
     return INFRA_PREFIX + _clip(line) if source == INFRASTRUCTURE else _clip(line)
 
 
-def _candidate_lines(text: str):
+def _candidate_lines(text: str, needles: tuple[str, ...]):
     """Yield (start offset, line, lower-cased line), in text order, for the lines holding some
     rule needle."""
-    needles = _reasons.NEEDLES
     low = text.lower()
     if len(low) != len(text):  # a case mapping changed lengths: go line by line
         pos = 0
@@ -142,11 +143,11 @@ def _candidate_lines(text: str):
         yield start, text[start:end], low[start:end]
 
 
-def _line_signature(line: str, low: str) -> tuple[str, bool] | None:
+def _line_signature(line: str, low: str, rules) -> tuple[str, bool] | None:
     """(reason, strong) of the first rule naming `line`, or None (noise names nothing)."""
     if _reasons.NOISE.search(line):
         return None
-    for rule in _reasons.RULES:
+    for rule in rules:
         if any(n in low for n in rule.needles) and rule.regex.search(line):
             return rule.reason, rule.strong
     return None
@@ -162,10 +163,13 @@ class _Signatures:
         return self.found.get((source, True)) or self.found.get((source, False))
 
 
-def _signatures(text: str, prov: provenance.Provenance | None) -> _Signatures:
+def _signatures(
+    text: str, prov: provenance.Provenance | None, app: application.Application
+) -> _Signatures:
     found: dict[tuple[str, bool], tuple[str, str]] = {}
-    for start, line, low in _candidate_lines(text):
-        sig = _line_signature(line, low)
+    rules, needles = _reasons.rules_for(app)
+    for start, line, low in _candidate_lines(text, needles):
+        sig = _line_signature(line, low, rules)
         if sig is None:
             continue
         source = APPLICATION if prov is None else prov.source(start, line)
@@ -220,10 +224,11 @@ def _fallback(
     return APPLICATION, ""
 
 
-def _completion(text: str, start: int, ranks: int | None) -> Classification | None:
-    """What LAMMPS's own completion lines (in text[start:]) say, or None when it did not
-    complete."""
-    app = application.load()
+def _completion(
+    text: str, start: int, ranks: int | None, app: application.Application
+) -> Classification | None:
+    """What the application's own completion lines (in text[start:]) say, or None when it did
+    not complete."""
     part = text[start:] if start else text
     if app.completed_at(part) < 0:
         return None
@@ -257,11 +262,11 @@ def _one_line(text: str) -> str:
     return _clip(" ".join(line.strip() for line in text.splitlines() if line.strip()))
 
 
-def _from_fault(fault: Fault) -> Classification:
+def _from_fault(fault: Fault, app: application.Application) -> Classification:
     rule = _reasons.fault_rule(fault.kind)
     detail = fault.detail or ""
     if rule.detail == "signatures":
-        sig = _signatures(detail, None).best(APPLICATION)
+        sig = _signatures(detail, None, app).best(APPLICATION)
         if sig is not None:
             return Classification(sig[0], _clip(sig[1]), source=HARNESS)
         return Classification(rule.reason, _last_line(detail), source=HARNESS)
@@ -275,17 +280,20 @@ def classify(
     ranks: int | None = None,
     timed_out: bool = False,
     fault: Fault | None = None,
+    app: application.Application | None = None,
 ) -> Classification:
-    """Classify one run's output (see the module docstring for the rules)."""
+    """Classify one run's output of `app` (default LAMMPS; see the module docstring for the
+    rules)."""
+    app = app or application.load()
     if fault is not None:
-        return _from_fault(fault)
+        return _from_fault(fault, app)
     text = text or ""
     prov = provenance.analyse(text)
-    sigs = _signatures(text, prov)
+    sigs = _signatures(text, prov, app)
     infra = sigs.best(INFRASTRUCTURE)
     note = _clip(infra[1])[:NOTE_MAX] if infra is not None else None
 
-    completed = _completion(text, prov.app_start, ranks)
+    completed = _completion(text, prov.app_start, ranks, app)
     if (
         completed is not None
         and completed.reason != "unknown"
@@ -302,7 +310,6 @@ def classify(
         _, evidence = _fallback(text, prov, last_app_first=True, skip=infra and infra[1])
         return Classification("timeout", evidence, note, HARNESS)
 
-    app = application.load()
     if infra is not None and not app.process_count(text[prov.app_start :]):
         # the application never started (no banner of its own): the infrastructure's failure
         # is the cause
@@ -322,10 +329,14 @@ def classify(
     return Classification("unknown", evidence, note, source)
 
 
-def classify_file(path: str | Path, stderr: str | Path | None = None) -> Classification:
+def classify_file(
+    path: str | Path,
+    stderr: str | Path | None = None,
+    app: application.Application | None = None,
+) -> Classification:
     """Classify a saved log, with its job's stderr file when there is one (exit code and ranks
     unknown)."""
     text = Path(path).read_text(errors="replace")
     if stderr is not None and Path(stderr).is_file():
         text += "\n" + Path(stderr).read_text(errors="replace")
-    return classify(text)
+    return classify(text, app=app)

@@ -9,6 +9,7 @@ toward a success rate) and predict.  Adding a reason is a change to reasons.yaml
     all_reasons()            -> the Reason of every name, in order
     counts_in_rate(name)     does a run with this reason count toward a mode's success rate?
     RULES, NEEDLES, NOISE    the compiled signature rules, their needles, the noise pattern
+    rules_for(app)           -> (rules, needles): these rules, then the application's own
     fault_rule(kind)         -> FaultRule(kind, reason, detail)
 """
 
@@ -21,6 +22,7 @@ from importlib import resources
 
 import yaml
 
+from harness.application import Application
 from harness.errors import HarnessError
 from harness.judge.faults import KINDS
 
@@ -38,6 +40,7 @@ __all__ = [
     "rules",
     "noise",
     "fault_rule",
+    "rules_for",
 ]
 
 DATA = "data/reasons.yaml"
@@ -93,17 +96,17 @@ class _Catalogue:
     faults: dict[str, FaultRule]
 
 
-def _fail(msg: str) -> HarnessError:
-    return HarnessError(f"{DATA}: {msg}")
+def _fail(msg: str, where: str = DATA) -> HarnessError:
+    return HarnessError(f"{where}: {msg}")
 
 
-def _compile(pattern: object, where: str) -> re.Pattern[str]:
+def _compile(pattern: object, where: str, source: str = DATA) -> re.Pattern[str]:
     if not isinstance(pattern, str) or not pattern:
-        raise _fail(f"{where}: 'regex' must be a non-empty string")
+        raise _fail(f"{where}: 'regex' must be a non-empty string", source)
     try:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
-        raise _fail(f"{where}: bad regex ({exc})") from None
+        raise _fail(f"{where}: bad regex ({exc})", source) from None
 
 
 def _parse_reasons(items: object) -> tuple[Reason, ...]:
@@ -140,28 +143,30 @@ def _parse_reasons(items: object) -> tuple[Reason, ...]:
     return tuple(out)
 
 
-def _parse_rules(items: object, known: set[str]) -> tuple[Rule, ...]:
+def _parse_rules(items: object, known: set[str], source: str = DATA) -> tuple[Rule, ...]:
     if not isinstance(items, list):
-        raise _fail("'rules' must be a list")
+        raise _fail("'rules' must be a list", source)
     out: list[Rule] = []
     for i, item in enumerate(items):
         where = f"rules[{i}]"
         if not isinstance(item, dict):
-            raise _fail(f"{where} must be a mapping")
+            raise _fail(f"{where} must be a mapping", source)
         name = item.get("reason")
         if name not in known:
-            raise _fail(f"{where}: unknown reason {name!r}")
+            raise _fail(f"{where}: unknown reason {name!r}", source)
         strength = item.get("strength", "strong")
         if strength not in STRENGTHS:
-            raise _fail(f"{where}: strength must be one of {', '.join(STRENGTHS)}")
+            raise _fail(f"{where}: strength must be one of {', '.join(STRENGTHS)}", source)
         needles = item.get("needles")
         if (
             not isinstance(needles, list)
             or not needles
             or not all(isinstance(n, str) and n and n == n.lower() for n in needles)
         ):
-            raise _fail(f"{where}: 'needles' must be a non-empty list of lower-case strings")
-        out.append(Rule(name, strength, tuple(needles), _compile(item.get("regex"), where)))
+            raise _fail(
+                f"{where}: 'needles' must be a non-empty list of lower-case strings", source
+            )
+        out.append(Rule(name, strength, tuple(needles), _compile(item.get("regex"), where, source)))
     return tuple(out)
 
 
@@ -260,3 +265,22 @@ REASONS: tuple[str, ...] = tuple(r.name for r in catalogue().reasons)
 RULES: tuple[Rule, ...] = catalogue().rules
 NEEDLES: tuple[str, ...] = tuple(sorted({n for r in RULES for n in r.needles}))
 NOISE: re.Pattern[str] = catalogue().noise
+
+
+# id(application) -> (it, its own rules parsed): kept with the application so that its id, the
+# key, is never reused while the entry lives (the loader keeps each application once)
+_OWN: dict[int, tuple[Application, tuple[Rule, ...]]] = {}
+
+
+def rules_for(app: Application) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """(rules, needles) for judging a run of `app`: the rules above, then the application's own
+    (its file's `rules`, checked here: a reason they name must be one of REASONS)."""
+    if not app.rules:
+        return RULES, NEEDLES
+    entry = _OWN.get(id(app))
+    if entry is None:
+        entry = app, _parse_rules(list(app.rules), set(REASONS), f"application {app.name}")
+        _OWN[id(app)] = entry
+    own = entry[1]
+    extra = {n for r in own for n in r.needles} - set(NEEDLES)
+    return RULES + own, NEEDLES + tuple(sorted(extra))

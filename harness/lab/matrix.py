@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from harness import application
 from harness.errors import HarnessError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,8 @@ class LabImage:
     # sources of every other style are removed before the build
     styles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    command: tuple[str, ...] = ("lmp", "-in", "in.lj")
+    # what the image runs (its runscript): the default application's command unless it says
+    command: tuple[str, ...] = field(default_factory=lambda: application.load().command)
     expect: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -128,7 +130,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
             raise HarnessError(f"{path}: {tag}: styles must map style kinds to lists of names")
         if lists["install"] and parent is None:
             raise HarnessError(f"{path}: {tag}: install needs a parent (debootstrap: include)")
-        command = entry.get("command") or ["lmp", "-in", "in.lj"]
+        command = entry.get("command") or list(application.load().command)
         if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
             raise HarnessError(f"{path}: {tag}: command must be a list of strings")
         images.append(

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import harness.report.formats as fmt
+from harness import application
 from harness.errors import HarnessError
 from harness.files import atomic_write
 from harness.records import Record
@@ -24,20 +25,6 @@ from harness.report.html import html
 from harness.report.markdown import markdown
 from harness.report.model import Summary
 
-# Units of the figures of merit when harness.judge.application has no figure_units().
-FALLBACK_UNITS = {
-    "loop_time_s": "s",
-    "total_wall_time_s": "s",
-    "timesteps_per_s": "timesteps/s",
-    "tau_per_day": "tau/day",
-    "ns_per_day": "ns/day",
-    "katom_step_per_s": "katom-step/s",
-    "procs": "ranks",
-    "steps": "steps",
-    "atoms": "atoms",
-    "loop_lines": "lines",
-    "lammps_version": "",
-}
 FOM_COLUMNS = ("outdir", "mode", "iteration", "image", "reason", "figure", "value", "unit")
 
 
@@ -101,16 +88,12 @@ def write(summary: Summary, dest: Path) -> list[Path]:
         raise HarnessError(f"report: cannot write into {dest}: {exc.strerror or exc}") from exc
 
 
-def figure_units() -> dict[str, str]:
-    """Units of the figures of merit: harness.judge.application.figure_units() when it exists,
-    over a small fallback."""
-    from harness.judge import application
-
-    units = dict(FALLBACK_UNITS)
-    ask = getattr(application, "figure_units", None)
-    if callable(ask):
-        units.update({str(k): "" if v is None else str(v) for k, v in ask().items()})
-    return units
+def figure_units(app_name: str) -> dict[str, str]:
+    """Units of an application's figures of merit (harness/data/applications/); none for an
+    application this harness does not describe (a record of `--application FILE`)."""
+    if app_name not in application.available():  # a record's name, never read as a path
+        return {}
+    return application.load(app_name).units()
 
 
 class FomExport:
@@ -125,7 +108,7 @@ class FomExport:
     def __init__(self, path: Path, everything: bool = False) -> None:
         self.path = Path(path)
         self.everything = everything
-        self.units = figure_units()
+        self.units: dict[str, dict[str, str]] = {}  # application -> its figures' units
         self._tmp: str | None = None
 
     def __enter__(self) -> FomExport:
@@ -144,7 +127,9 @@ class FomExport:
     def __call__(self, label: str, r: Record) -> None:
         if not self.everything and r.reason != "success":
             return
-        units = self.units
+        if r.application not in self.units:
+            self.units[r.application] = figure_units(r.application)
+        units = self.units[r.application]
         for name in sorted(r.figures):
             self._csv.writerow(
                 [label, r.mode, r.iteration, r.image or "", r.reason, name, r.figures[name]]

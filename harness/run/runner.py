@@ -34,11 +34,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import records
+from harness import application, records
 from harness.errors import HarnessError
-from harness.judge.application import app_timings, parse_figures
 from harness.judge.classify import classify
 from harness.judge.faults import Fault
+from harness.judge.reasons import rules_for as judge_rules_for
 from harness.outdir import Outdir
 from harness.record_index import RecordIndex
 from harness.run.executors import Executor, Job, JobResult, create
@@ -83,6 +83,7 @@ class RunConfig:
     census: Path | None = None  # a mode that chooses by speed: the census's outdir (else outdir)
     runtime_options: tuple[str, ...] = ()  # extra `apptainer exec` argv for every image
     launcher_options: tuple[str, ...] = ()  # extra MPI launcher argv
+    application: str = application.DEFAULT  # a name (harness/data/applications/) or a file
 
 
 def pick(candidates: list[str], seed: int, mode: str, iteration: int) -> str:
@@ -101,7 +102,7 @@ def census_order(names: list[str], seed: int, pass_: int = 0) -> list[str]:
 
 # What a resumed run must share with the records already in the outdir for the same mode:
 # otherwise two different experiments would be mixed under one name.
-RESUME_FIELDS = ("executor", "launcher", "mpi_model", "np", "matcher", "candidates")
+RESUME_FIELDS = ("application", "executor", "launcher", "mpi_model", "np", "matcher", "candidates")
 
 
 def check_resume(cfg: RunConfig, before: records.Record | None, now: dict) -> int:
@@ -154,6 +155,7 @@ class Experiment:
     skipped: dict[str, str]  # images excluded for an invalid artifact (--skip-invalid)
     out: Outdir
     index: RecordIndex  # what the outdir has recorded: the todo list of a resumed run
+    app: application.Application = field(default_factory=application.load)
     census: dict | None = None  # census.json of a census, written once the census holds its lock
     gpu_flags: dict[str, list[str]] = field(default_factory=dict)  # image -> e.g. ["--nv"]
     # called as (iteration, image, step) when a step starts: what a progress display shows
@@ -182,7 +184,7 @@ class Experiment:
         cfg = self.cfg
         return Job(
             sif,
-            image.command,
+            image.command or self.app.command,
             cfg.np,
             image.workdir,
             image.mpi_model or cfg.mpi_model,
@@ -243,14 +245,18 @@ class Experiment:
                 ranks=cfg.np,
                 timed_out=result.timed_out if result else False,
                 fault=fault,
+                app=self.app,
             ),
         )
         if verdict.reason in SYMPTOMS and result is not None and result.binds and fault is None:
             verdict = step("judge", lambda: cause_of(verdict, result, pulled.path))
-        figures = parse_figures(out) if result else {}
+        figures = {}
+        if result:  # the streams the application prints its figures on
+            figures = self.app.parse_figures(out if self.app.streams == ("stdout",) else text)
         return records.Record(
             iteration=i,
             mode=cfg.mode,
+            application=self.app.name,
             seed=self.seed,
             host=self.host,
             candidates=[v.image.name for v in self.allowed],
@@ -288,7 +294,7 @@ class Experiment:
         """The iteration's seconds: the harness's steps, the job's, and the application's own
         share of the job as its figures say (harness/data/applications/*.yaml `timings`)."""
         run_s = round(result.run_s, 6) if result else 0.0
-        app_s, overhead_s = app_timings(figures, run_s) if result else (None, None)
+        app_s, overhead_s = self.app.timings(figures, run_s) if result else (None, None)
         return records.Timings(
             select_s=round(self.select_s + step.seconds["pick"], 6),
             pull_s=round(pulled.seconds, 6),
@@ -341,10 +347,22 @@ def check_options(cfg: RunConfig) -> None:
         raise HarnessError(f"mode name {cfg.mode!r}: use letters, digits, '.', '_' and '-'")
 
 
+def check_application(cfg: RunConfig) -> application.Application:
+    """The application to run (--application), its own rules checked, and the ranks it needs."""
+    app = application.load(cfg.application)
+    judge_rules_for(app)  # a rule naming no known reason: refused before anything runs
+    if app.ranks is not None and cfg.np != app.ranks:
+        raise HarnessError(
+            f"application {app.name} runs on exactly {app.ranks} ranks: use --np {app.ranks}"
+        )
+    return app
+
+
 def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     """Check the input and the tools, select the candidates: everything before iteration 0.
     A dry run writes nothing (no outdir, no census.json)."""
     check_options(cfg)
+    app = check_application(cfg)
     images = manifest.load(cfg.manifests)
     if cfg.mode != CENSUS:
         modes.resolve(cfg.mode, cfg.mode_file)
@@ -371,6 +389,7 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     )
     now = {
         "seed": cfg.seed,
+        "application": app.name,
         "executor": executor.name,
         "launcher": executor.launcher,
         "mpi_model": image_model or cfg.mpi_model,
@@ -380,7 +399,17 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     }
     seed = check_resume(cfg, before, now)
     exp = Experiment(
-        cfg, host, allowed, select_s, seed, executor, cache, store.skipped, out=out, index=index
+        cfg,
+        host,
+        allowed,
+        select_s,
+        seed,
+        executor,
+        cache,
+        store.skipped,
+        out=out,
+        index=index,
+        app=app,
     )
     if census_sets is not None:
         exp.census = census_body(cfg, host, census_sets, [v.image.name for v in allowed], seed)
@@ -603,4 +632,3 @@ def _in_order(
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
-

@@ -20,8 +20,6 @@ from harness.select.bulk import gc_paused
 # several times faster than with the pure-Python one, which is the fallback, said once.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-# LAMMPS' own Lennard-Jones example, as the reference images ship it.
-DEFAULT_COMMAND = ("lmp", "-in", "in.lj")
 RUN_FIELDS = {"command", "workdir", "mpi_model", "flux", "runtime_options", "launcher_options"}
 KNOWN_FIELDS = {"name", "artifact"} | RUN_FIELDS
 # bind (the default): the host's MPI library bound into the image; hybrid: the image's own MPI.
@@ -43,7 +41,7 @@ REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 class Image:
     name: str
     artifact: str | None
-    command: tuple[str, ...] = DEFAULT_COMMAND
+    command: tuple[str, ...] | None = None  # None: the application's (harness.application)
     workdir: str | None = None
     mpi_model: str | None = None
     flux: dict | None = None  # Flux shell options, env, PMI binding (executors/flux.py)
@@ -119,9 +117,8 @@ def _image(path: Path, name, artifact, command, workdir, mpi_model, flux, runtim
     if artifact and local_artifact(artifact) and not os.path.isabs(artifact):
         # a local artifact file is named relative to the manifest, not to the caller's cwd
         artifact = str((path.parent / artifact).resolve())
-    return Image(
-        name, artifact, tuple(command), workdir, mpi_model, flux, tuple(runtime), tuple(launcher)
-    )
+    command = tuple(command) if command else None
+    return Image(name, artifact, command, workdir, mpi_model, flux, tuple(runtime), tuple(launcher))
 
 
 def local_artifact(ref: str) -> bool:
@@ -150,8 +147,8 @@ def _entry(path: Path, index: int, raw: object) -> list:
         not isinstance(artifact, str) or not artifact.strip() or not artifact.isprintable()
     ):
         raise HarnessError(f"{where} field 'artifact' must be a non-empty line of text")
-    command = raw.get("command", list(DEFAULT_COMMAND))
-    if (
+    command = raw.get("command")
+    if command is not None and (
         not isinstance(command, list)
         or not command
         or not all(isinstance(a, str | int | float) for a in command)
@@ -180,5 +177,5 @@ def _entry(path: Path, index: int, raw: object) -> list:
             raise HarnessError(f"{where} field '{field}' must be a list of arguments (strings)")
         options.append(value)
     artifact = artifact.strip() if artifact else None
-    command = [str(a) for a in command]
+    command = [str(a) for a in command] if command is not None else None
     return [name.strip(), artifact, command, workdir, mpi_model, flux, *options]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from harness import application
 from harness.errors import HarnessError
 from harness.files import atomic_write
 from harness.select.artifact_push import artifact_reference
-from harness.select.manifest import DEFAULT_COMMAND
 
 
 def entry(image: str, command: list[str] | None, workdir: str | None) -> dict:
@@ -38,9 +38,10 @@ def write(images: list[str], out: Path, command: list[str] | None, workdir: str 
     if len(set(images)) != len(images):
         raise HarnessError("manifest init: an image is named twice")
     body = {"images": [entry(i, command, workdir) for i in images]}
+    app = application.load()
     header = (
         "# compspec-go manifest (images: [{name, artifact}]) written by `harness manifest "
         "init`;\n# run fields (command, workdir, runtime_options, ...) are the harness's own. "
-        f"Default command: {' '.join(DEFAULT_COMMAND)}\n"
+        f"Default command: the application's (--application; {app.name}: {' '.join(app.command)})\n"
     )
     atomic_write(out, (header + yaml.safe_dump(body, sort_keys=False)).encode())

@@ -1,8 +1,11 @@
-"""The application as data: what shows it completed, and its figures of merit.
+"""The application as data: how to run it, what shows it completed, its figures of merit.
 
-An application is described by harness/data/applications/NAME.yaml (LAMMPS: lammps.yaml), in
-the spirit of Ramble's application.py: the executables it covers, its completion criteria and
-its figures of merit, each with a regex and units.  ``parse_figures(text)`` reads the lines
+An application is described by harness/data/applications/NAME.yaml (LAMMPS: lammps.yaml; or
+any file given as `--application FILE`), in the spirit of Ramble's application.py: the command
+an image runs when its manifest entry names none, the ranks it needs, the executables it
+covers, its completion criteria, its own failure rules (checked by harness.judge.reasons) and
+its figures of merit, each with a regex and units.  A base module: selection (the manifest's
+default command), the run and the judge all read it.  ``parse_figures(text)`` reads the lines
 LAMMPS itself prints:
 
     LAMMPS (29 Sep 2021 - Update 2)
@@ -34,8 +37,10 @@ from types import MappingProxyType
 import yaml
 
 from harness.errors import HarnessError
+from harness.files import read_input
 
 __all__ = [
+    "DEFAULT",
     "Application",
     "Criterion",
     "Figure",
@@ -51,7 +56,9 @@ __all__ = [
 DEFAULT = "lammps"
 ROLES = ("completed", "run", "process")  # the criteria the classifier reads
 TYPES = ("str", "int", "float", "hms", "count")
-KEEP = ("first", "last")
+KEEP = ("first", "last", "max", "min")
+STREAMS = (["stdout"], ["stdout", "stderr"])  # the job's output its figures are read from
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # an application's name: it goes into records
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class Figure:
     line: str
     type: str
     regex: re.Pattern[str] | None  # None for a count
-    keep: str = "last"
+    keep: str = "last"  # which line's value: first, last, or the max or min over the lines
     scale_group: str | None = None
     scale: Mapping[str, float] = field(default_factory=dict)
 
@@ -91,9 +98,10 @@ class Figure:
         return value
 
 
-# (figure name, keep the first value?, the regex's search or None for a count, converter):
-# what parse_figures does for one figure, without attribute look-ups per line
-_Reader = tuple[str, bool, Callable[[str], "re.Match[str] | None"] | None, Callable]
+# (figure name, keep, the regex's search or None for a count, converter): what parse_figures
+# does for one figure, without attribute look-ups per line
+_Reader = tuple[str, str, Callable[[str], "re.Match[str] | None"] | None, Callable]
+_BETTER = {"max": lambda new, old: new > old, "min": lambda new, old: new < old}
 
 
 def _reader(fig: Figure) -> _Reader:
@@ -111,7 +119,7 @@ def _reader(fig: Figure) -> _Reader:
 
     else:
         convert = fig.value
-    return name, fig.keep == "first", search, convert
+    return name, fig.keep, search, convert
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,15 @@ class Application:
     description: str = ""
     lines: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
     app_time: str | None = None  # the figure that is the application's own wall time
+    # how to run it: the argv an image runs when its manifest entry names no command, and the
+    # number of MPI ranks it must run on when it needs exactly that many (None: any)
+    command: tuple[str, ...] = ()
+    ranks: int | None = None
+    # where it prints its figures: the job's stdout, or stdout and stderr (NetPIPE's loop)
+    streams: tuple[str, ...] = ("stdout",)
+    # its own failure rules, as reasons.yaml writes rules (checked by harness.judge.reasons),
+    # tried before the general ones
+    rules: tuple[Mapping, ...] = ()
     # derived: the one alternation of all figure lines, and the figures of each line kind
     _scan: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False, compare=False)
     _by_line: Mapping[str, tuple[_Reader, ...]] = field(
@@ -138,13 +155,16 @@ class Application:
         readers = self._by_line
         for m in self._scan.finditer(text):
             found = m.group()
-            for name, first, search, convert in readers[m.lastgroup]:
+            for name, keep, search, convert in readers[m.lastgroup]:
                 if search is None:
                     counts[name] = counts.get(name, 0) + 1
-                elif not (first and name in out):
+                elif not (keep == "first" and name in out):
                     fm = search(found)
-                    if fm is not None:
-                        out[name] = convert(fm)
+                    if fm is None:
+                        continue
+                    value = convert(fm)
+                    if name not in out or keep not in _BETTER or _BETTER[keep](value, out[name]):
+                        out[name] = value
         out.update(counts)
         return out
 
@@ -157,11 +177,15 @@ class Application:
         return float(app_s), round(run_s - app_s, 6)
 
     def iter_runs(self, text: str) -> Iterator[tuple[int, str]]:
-        """(procs, line stripped) for every `run` line, in order."""
-        for m in self.criteria["run"].regex.finditer(text):
+        """(procs, line stripped) for every `run` line, in order; a run line that names no
+        procs ran on the application's fixed `ranks`."""
+        rx = self.criteria["run"].regex
+        named = "procs" in rx.groupindex
+        for m in rx.finditer(text):
             start = text.rfind("\n", 0, m.start()) + 1
             end = text.find("\n", m.end())
-            yield int(m["procs"]), text[start : len(text) if end < 0 else end].strip()
+            procs = int(m["procs"]) if named else self.ranks
+            yield procs, text[start : len(text) if end < 0 else end].strip()
 
     def process_count(self, text: str) -> int:
         return len(self.criteria["process"].regex.findall(text))
@@ -198,12 +222,19 @@ def parse(data: object, where: str) -> Application:
     """Check and compile an application file's content (the loaded YAML)."""
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise _fail(where, "expected a mapping with a 'name'")
+    if not NAME.fullmatch(data["name"]):
+        raise _fail(where, "'name' may hold letters, digits, '.', '_' and '-' only")
     macros = data.get("macros") or {}
     if not isinstance(macros, dict) or not all(isinstance(v, str) for v in macros.values()):
         raise _fail(where, "'macros' must map names to regex fragments")
     exes = data.get("executables") or []
     if not isinstance(exes, list) or not all(isinstance(e, str) and e for e in exes):
         raise _fail(where, "'executables' must be a list of program names")
+
+    command, ranks, streams = _run(data.get("run"), where)
+    rules = data.get("rules") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise _fail(where, "'rules' must be a list of rules (as in reasons.yaml)")
 
     crit = data.get("criteria")
     if not isinstance(crit, dict) or sorted(crit) != sorted(ROLES):
@@ -214,8 +245,8 @@ def parse(data: object, where: str) -> Application:
         if not isinstance(body, dict):
             raise _fail(where, f"criterion {role} must be a mapping")
         rx = _compile(body.get("regex"), macros, where, f"criterion {role}")
-        if role == "run" and "procs" not in rx.groupindex:
-            raise _fail(where, "criterion run needs a named group 'procs'")
+        if role == "run" and "procs" not in rx.groupindex and ranks is None:
+            raise _fail(where, "criterion run needs a named group 'procs' (or run: ranks)")
         criteria[role] = Criterion(role, str(body.get("description", "")), rx)
 
     raw_lines = data.get("lines") or {}
@@ -243,8 +274,9 @@ def parse(data: object, where: str) -> Application:
         if not isinstance(units, str):
             raise _fail(where, f"figure {name}: 'units' must be a string ('' for none)")
         keep = body.get("keep", "last")
-        if keep not in KEEP:
-            raise _fail(where, f"figure {name}: keep must be one of {', '.join(KEEP)}")
+        if keep not in KEEP or (keep in ("max", "min") and ftype not in ("int", "float")):
+            choices = ", ".join(KEEP)
+            raise _fail(where, f"figure {name}: keep must be one of {choices} (max, min: numbers)")
         rx = None
         if ftype != "count":
             rx = _compile(body.get("regex"), macros, where, f"figure {name}")
@@ -284,9 +316,34 @@ def parse(data: object, where: str) -> Application:
         description=str(data.get("description", "")),
         lines=MappingProxyType(lines),
         app_time=app_time,
+        command=command,
+        ranks=ranks,
+        streams=streams,
+        rules=tuple(rules),
         _scan=scan,
         _by_line=MappingProxyType(by_line),
     )
+
+
+def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
+    """The `run` section: (default command, fixed ranks or None, figure streams), checked."""
+    if not isinstance(run, dict) or set(run) - {"command", "ranks", "figures_from"}:
+        raise _fail(where, "'run' must be a mapping of command (and ranks, figures_from)")
+    command = run.get("command")
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(a, str) and a for a in command)
+    ):
+        raise _fail(where, "run: 'command' must be a non-empty list of arguments (strings)")
+    ranks = run.get("ranks")
+    if ranks is not None and (isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1):
+        raise _fail(where, "run: 'ranks' must be a whole number >= 1")
+    streams = run.get("figures_from", ["stdout"])
+    if streams not in STREAMS:
+        shown = " or ".join(str(s) for s in STREAMS)
+        raise _fail(where, f"run: 'figures_from' must be {shown}")
+    return tuple(command), ranks, tuple(streams)
 
 
 def _app_time(timings: object, figures: list[Figure], where: str) -> str | None:
@@ -316,20 +373,34 @@ def available() -> tuple[str, ...]:
 
 
 def load(name: str = DEFAULT) -> Application:
-    """The application called `name` (harness/data/applications/NAME.yaml), parsed once."""
+    """The application `name`: one of harness/data/applications/NAME.yaml, or a file (a value
+    with a path separator or a .yaml/.yml suffix); parsed once."""
     return _load(name)
+
+
+def is_file_name(value: str) -> bool:
+    return "/" in value or value.endswith((".yaml", ".yml"))
 
 
 @cache
 def _load(name: str) -> Application:
-    path = _dir().joinpath(f"{name}.yaml")
-    if not path.is_file():
+    if is_file_name(name):
+        return _parse_text(read_input(name, "application"), name)
+    if name not in available():
         raise HarnessError(f"unknown application {name!r} (known: {', '.join(available())})")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    app = parse(yaml.load(path.read_text(encoding="utf-8"), Loader=loader), name)
+    app = _parse_text(_dir().joinpath(f"{name}.yaml").read_text(encoding="utf-8"), name)
     if app.name != name:
         raise _fail(name, f"the file says name {app.name!r}")
     return app
+
+
+def _parse_text(text: str, where: str) -> Application:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)
+    except yaml.YAMLError:
+        raise _fail(where, "not valid YAML") from None
+    return parse(data, where)
 
 
 # ----------------------------------------------------------------------------------------------
