@@ -528,15 +528,15 @@ def cmd_predict(args) -> int:
     desc = own if args.host_file else _executor_view(args, own)
     known = modes.load(args.mode_file)
     chosen = {args.mode: modes.resolve(args.mode, args.mode_file)} if args.mode else known
-    model = args.mpi_model if args.protocol == "host" else None
-    for note in predict.assumptions(own, chosen, model)[1]:
-        print(f"harness: note: the host description has {note}", file=sys.stderr)
     if args.protocol == "reference":
         preds = predict.reference(images, store, desc, chosen)
     else:
         preds = predict.on_host(images, store, desc, chosen, args.mpi_model, own)
     warn_skipped(store.skipped)
     seen = predict.measured(args.measured)
+    model = args.mpi_model if args.protocol == "host" else None  # all input read: now say
+    for note in predict.assumptions(own, chosen, model)[1]:
+        print(f"harness: note: the host description has {note}", file=sys.stderr)
     n = args.iters
     if args.json:
         print(
