@@ -256,6 +256,8 @@ def test_write_files(tmp_path: Path, outdir: Path):
             "failures.svg",
             "walltimes.png",
             "walltimes.svg",
+            "verdict.png",
+            "verdict.svg",
         ]
     )
     assert sorted(p.name for p in dest.iterdir()) == names  # no temp files left behind
@@ -305,7 +307,7 @@ def test_write_empty_outdir(tmp_path: Path):
     assert s.modes == {}
     written = report.write(s, out)
     assert (out / "walltimes.png").read_bytes()[:8] == PNG_MAGIC
-    assert len(written) == 8
+    assert len(written) == 10
 
 
 def test_render_tables(outdir: Path, tmp_path: Path):
@@ -369,7 +371,8 @@ def test_infra_is_left_out_of_n(tmp_path: Path):
     assert (row["n"], row["infra"], row["runs"]) == ("4", "2", "6")
     md = (out / "report.md").read_text()
     head = next(line for line in md.splitlines() if line.startswith("| mode |"))
-    assert head.split(" | ")[-2] == "infra"  # its own column, after the counted failures
+    # its own column, after the counted failures (then time-to-solution, its CI, regret)
+    assert head.split(" | ")[-4] == "infra"
     assert "| `basic` | 4 | 3 | 75.0 %" in md
     assert "- `infra`: " in md and "(not counted in n)" in md
 
@@ -927,4 +930,24 @@ def test_values_no_clock_gives_are_left_out(tmp_path: Path):
     assert s.modes["basic"].n == 4  # the runs still count
     image = next(iter(s.images.values()))
     assert (image.loop_time_s, image.timesteps_per_s) == (None, 1e300)
-    assert len(report.write(s, tmp_path / "rep")) == 10
+    assert len(report.write(s, tmp_path / "rep")) == 12
+
+
+def test_time_to_solution_interval_and_regret_against_the_census(tmp_path: Path):
+    """A mode's median time-to-solution comes with its order-statistic interval, and its regret
+    is that median minus the fastest census image's median (successes only)."""
+    out = tmp_path / "run"
+    times = [5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0, 10.0, 0.1]
+    fill(out, "basic", {"success": 10, "gpu": 1}, run_s=times)
+    for i, (image, t) in enumerate([("fast", 2.5), ("fast", 1.5), ("slow", 6.0), ("dead", 0.2)]):
+        reason = "gpu" if image == "dead" else "success"
+        append(out, rec("census", i, reason, run_s=t, image=f"ghcr.io/lab/lammps:{image}"))
+    basic = summary(out)["modes"]["basic"]
+    assert basic["median_wall_s"] == pytest.approx(5.5)
+    # 10 values: [x(1), x(8)] (0-based) holds the median with 1 - 2 P(B <= 1) = 97.9 %
+    assert basic["tts_ci95"] == pytest.approx([2.0, 9.0])
+    assert basic["tts_coverage"] == pytest.approx(0.9785, abs=1e-4)
+    assert basic["regret_s"] == pytest.approx(5.5 - 2.0)  # "fast": median of 2.5 and 1.5
+    without = tmp_path / "no-census"
+    fill(without, "basic", {"success": 2})
+    assert summary(without)["modes"]["basic"]["regret_s"] is None

@@ -289,7 +289,7 @@ def test_html_holds_the_markdown_evidence_and_logs(lab: Path, tmp_path: Path):
     html = (out / "report.html").read_text()
     page = parse(html)
     assert not re.search(r"""(src|href)="https?:""", html)  # self-contained
-    assert len(page.images) == 3 and all(
+    assert len(page.images) == 4 and all(
         i.startswith("data:image/svg+xml;base64,") for i in page.images
     )
     md = (out / "report.md").read_text()

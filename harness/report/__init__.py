@@ -122,7 +122,7 @@ def main(
         return 0
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 100)  # a file or pipe: 100 columns
     render(summary, console)
     if target:
         console.print(f"wrote {len(written)} files into {target}", markup=False, soft_wrap=True)

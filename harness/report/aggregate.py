@@ -41,7 +41,7 @@ ITERATIONS_KEPT = 5000  # iterations per outdir listed with their logs in report
 # The successes' values each kind of group keeps, and whether each is a duration: a duration
 # longer than the time since the epoch is none the harness measured (the run began after it).
 MODE_VALUES = {"run_s": True}
-IMAGE_VALUES = {"loop_time_s": True, "timesteps_per_s": False}
+IMAGE_VALUES = {"run_s": True, "loop_time_s": True, "timesteps_per_s": False}
 
 
 @dataclass(frozen=True)

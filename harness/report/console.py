@@ -55,15 +55,16 @@ def _mode_tables(out: OutdirInfo, rows: list[ModeRow], failures: list[str], wide
     head = ["mode", "n", "ok", "rate [95 % CI]"]
     cells = [[m.mode, str(m.n), str(m.success), fmt.rate_ci(m.rate, m.ci95)] for m in rows]
     counts = [[str(m.reasons.get(r, 0)) for r in failures] for m in rows]
-    wall = [fmt.secs(m.median_wall_s) for m in rows]
+    wall = [[fmt.tts_ci(m.median_wall_s, m.tts_ci95), fmt.regret(m.regret_s)] for m in rows]
+    speed = ["time-to-solution [95 % CI]", "regret"]
     title = f"{out.label}  ({out.path})"
     if wide or not failures:
-        body = [[*c, *k, w] for c, k, w in zip(cells, counts, wall, strict=True)]
-        return [_table(title, [*head, *failures, "median wall"], body, wide=wide)]
-    main = [[*c, w] for c, w in zip(cells, wall, strict=True)]
+        body = [[*c, *k, *w] for c, k, w in zip(cells, counts, wall, strict=True)]
+        return [_table(title, [*head, *failures, *speed], body, wide=wide)]
+    main = [[*c, *w] for c, w in zip(cells, wall, strict=True)]
     reasons = [[m.mode, *k] for m, k in zip(rows, counts, strict=True)]
     return [
-        _table(title, [*head, "median wall"], main, wide=False),
+        _table(title, [*head, *speed], main, wide=False),
         _table(f"{out.label}: failures by reason", ["mode", *failures], reasons, wide=False),
     ]
 

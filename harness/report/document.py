@@ -88,7 +88,8 @@ def _title(summary: Summary) -> Section:
 
 def _modes(summary: Summary) -> Section:
     reasons = fmt.reason_columns(fmt.all_reasons(summary, only_seen=True))
-    head = ["mode", "n", "success", "rate", "95 % CI", *reasons, "median wall (success)"]
+    head = ["mode", "n", "success", "rate", "95 % CI", *reasons]
+    head += ["time-to-solution (success)", "95 % CI", "regret"]
     table = Table(head, "l" + "r" * (len(head) - 1), empty="(no sampled runs)")
     for key, m in summary.modes.items():
         lo, hi = m.ci95
@@ -101,6 +102,8 @@ def _modes(summary: Summary) -> Section:
                 f"{fmt.pct(lo)} – {fmt.pct(hi)}",
                 *(str(m.reasons.get(r, 0)) for r in reasons),
                 fmt.secs(m.median_wall_s),
+                "–" if m.tts_ci95 is None else f"{m.tts_ci95[0]:.2f} – {m.tts_ci95[1]:.2f} s",
+                fmt.regret(m.regret_s),
             ]
         )
     return Section("modes", [table])
@@ -174,8 +177,12 @@ HOW_TO_READ = [
     "not count toward a rate ({excluded}: the infrastructure failed, not the image) are left out "
     "of n and shown in their own columns, so success + the other reason columns = n. Columns no "
     "run fell into are left out.",
-    "`median wall (success)` is the median `timings.run_s` (seconds of the run step) of the "
-    "successful runs only; failures are often fast and would hide the real cost.",
+    "`time-to-solution (success)` is the median `timings.run_s` (seconds from launch to exit) "
+    "of the successful runs only; failures are often fast and would hide the real cost. Its "
+    "`95 % CI` is distribution-free (the order statistics that hold the median with at least "
+    "95 %; with 5 runs or fewer, the whole range, which covers less). `regret` is that median "
+    "minus the fastest image's median in the outdir's census: the time a mode loses against "
+    "always picking the fastest image that runs here (– without a census).",
     "A census (mode `census`, every image K times) is not a selection mode: it is shown per "
     "image, with the most frequent failure and its most frequent evidence line, and the median "
     "loop time and timesteps/s of the successful runs.",

@@ -36,6 +36,7 @@ def csv_text(summary: Summary) -> str:
     w.writerow(
         ["key", "outdir", "mode", "n", "success", "rate", "ci95_lo", "ci95_hi", *reasons]
         + ["median_wall_s", "runs", "expected_rate", "expected_outside"]
+        + ["tts_ci95_lo", "tts_ci95_hi", "regret_s"]
     )
     expected = {(e.outdir, e.mode): e for e in (summary.expected or {}).values()}
     for key, m in summary.modes.items():
@@ -55,6 +56,8 @@ def csv_text(summary: Summary) -> str:
                 m.runs,
                 "" if e is None or e.rate is None else f"{e.rate:.6f}",
                 "" if e is None or e.outside is None else str(e.outside).lower(),
+                *(("", "") if m.tts_ci95 is None else (f"{v:.3f}" for v in m.tts_ci95)),
+                "" if m.regret_s is None else f"{m.regret_s:.3f}",
             ]
         )
     return buf.getvalue()

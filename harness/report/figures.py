@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg): outcomes per mode (failures), run times of successful
+"""The report's figures (matplotlib, Agg): per mode the success rate beside the time-to-solution
+(verdict), outcomes per mode (failures), run times of successful
 runs per mode (walltimes), the census per image (images) and the outdirs side by side
 (compare). Each is drawn once and saved as PNG and SVG; report.html inlines the SVG."""
 
@@ -165,6 +166,45 @@ def _walltimes_figure(plt, summary: Summary, keys: list[str], width: float, rota
     return fig
 
 
+def _verdict_figure(plt, summary: Summary, keys: list[str], width: float):
+    """Per mode, side by side: how often it runs (rate, Wilson 95 %) and how fast what it
+    picks runs (median time-to-solution of the successes, 95 % interval), modes top down in
+    the user's order; the census's fastest image as a line."""
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(max(8.0, width), 0.45 * len(keys) + 1.8), dpi=DPI, sharey=True
+    )
+    y = np.arange(len(keys))[::-1]
+    rows = [summary.modes[k] for k in keys]
+    for yi, m in zip(y, rows, strict=True):
+        if m.rate is None:
+            continue
+        lo, hi = m.ci95
+        left.barh(yi, 100 * m.rate, color=reason_colour("success"), height=0.6)
+        # Wilson's bounds can miss the rate by a rounding error at 0 % and 100 %
+        rate_err = [[max(0.0, 100 * (m.rate - lo))], [max(0.0, 100 * (hi - m.rate))]]
+        left.errorbar(100 * m.rate, yi, xerr=rate_err, color="black", capsize=3, linewidth=1)
+        if m.median_wall_s is not None and m.tts_ci95 is not None:
+            low, high = m.tts_ci95
+            err = [[m.median_wall_s - low], [high - m.median_wall_s]]
+            right.errorbar(m.median_wall_s, yi, xerr=err, fmt="o", color="black", capsize=3)
+    fastest = [m.median_wall_s - m.regret_s for m in rows if m.regret_s is not None]
+    if fastest:
+        right.axvline(
+            fastest[0], color=reason_colour("success"), linestyle="--", linewidth=1,
+            label="fastest image (census)",
+        )  # fmt: skip
+        right.legend(loc="lower right", fontsize=7, frameon=False)
+    left.set_yticks(y, keys)
+    left.set_xlim(0, 105)
+    left.set_xlabel("success rate (%), 95 % interval")
+    right.set_xlabel("time-to-solution of successes (s), median and 95 % interval")
+    left.set_title("How often it runs", fontsize=10)
+    right.set_title("How fast what it picks runs", fontsize=10)
+    if not keys:
+        left.text(0.5, 0.5, "no sampled runs", ha="center", va="center", transform=left.transAxes)
+    return fig
+
+
 def _images_figure(plt, summary: Summary):
     images = summary.images or {}
     keys = list(images)
@@ -273,8 +313,8 @@ def _compare_figure(plt, summary: Summary):
 
 
 def draw(summary: Summary):
-    """(pyplot, {name: figure}): failures and walltimes always, images with a census, compare
-    with a comparison. Close the figures with pyplot.close when done."""
+    """(pyplot, {name: figure}): verdict, failures and walltimes always, images with a census,
+    compare with a comparison. Close the figures with pyplot.close when done."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,6 +324,7 @@ def draw(summary: Summary):
     width = max(6.0, 1.1 * len(keys) + 2.5)
     rotate = 30 if len(keys) > 4 or any(len(k) > 14 for k in keys) else 0
     figs = {
+        "verdict": _verdict_figure(plt, summary, keys, width),
         "failures": _failures_figure(plt, summary, keys, width, rotate),
         "walltimes": _walltimes_figure(plt, summary, keys, width, rotate),
     }

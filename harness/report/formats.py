@@ -21,6 +21,18 @@ def num(x: float | None) -> str:
     return "–" if x is None else f"{x:.4g}"
 
 
+def tts_ci(median: float | None, ci: tuple[float, float] | None) -> str:
+    """`3.40 s [3.31–3.52]`: a median time with its interval, in one cell."""
+    if median is None or ci is None:
+        return "–"
+    return f"{median:.2f} s [{ci[0]:.2f}–{ci[1]:.2f}]"
+
+
+def regret(seconds: float | None) -> str:
+    """Seconds over the fastest image of the census (`+0.12 s`); – without a census."""
+    return "–" if seconds is None else f"{seconds:+.2f} s"
+
+
 def rate_ci(rate: float | None, ci95: list[float]) -> str:
     """`75.0 % [30.1–95.4]`: the rate with its Wilson interval, in one cell."""
     lo, hi = ci95

@@ -30,8 +30,13 @@ from harness.report.model import Summary
 from harness.report.ordering import image_tag
 
 # The figures after each section of the document.
-FIGURES = {"modes": ("failures", "walltimes"), "images": ("images",), "compare": ("compare",)}
+FIGURES = {
+    "modes": ("verdict", "failures", "walltimes"),
+    "images": ("images",),
+    "compare": ("compare",),
+}
 CAPTIONS = {
+    "verdict": "Per mode: how often it runs, and how fast what it picks runs",
     "failures": "Outcome per selection mode",
     "walltimes": "Run time of successful runs per selection mode",
     "images": "Census: outcome per image",

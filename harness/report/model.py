@@ -53,12 +53,16 @@ class Counts:
 
 @dataclass(kw_only=True)
 class ModeRow(Counts):
-    """One mode of one outdir: counts, the rate with its Wilson 95 % interval, median run time
-    of the successes."""
+    """One mode of one outdir: counts, the rate with its Wilson 95 % interval, the median
+    time-to-solution of the successes (run_s) with its distribution-free interval, and the
+    regret: that median minus the fastest image's median in the outdir's census (seconds)."""
 
     outdir: str
     mode: str
     median_wall_s: float | None
+    tts_ci95: tuple[float, float] | None = None
+    tts_coverage: float | None = None  # what tts_ci95 really covers (below 0.95 for n <= 5)
+    regret_s: float | None = None
     run_times: Sequence[float] = field(default_factory=list, repr=False)  # the successes'
     evidence: dict[str, str] = field(default_factory=dict)  # reason -> most frequent line
 
@@ -68,6 +72,9 @@ class ModeRow(Counts):
             "mode": self.mode,
             **self.counts_json(),
             "median_wall_s": self.median_wall_s,
+            "tts_ci95": None if self.tts_ci95 is None else list(self.tts_ci95),
+            "tts_coverage": self.tts_coverage,
+            "regret_s": self.regret_s,
         }
 
 

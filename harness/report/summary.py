@@ -28,6 +28,7 @@ from harness.report.model import (
 )
 from harness.report.ordering import ModeOrder, image_matches, image_sort_key
 from harness.report.stats import binomial_interval, counts, median
+from harness.select.performance import spread
 
 
 def mode_order(aggregates: Aggregates, mode_file: str | Path | None = None) -> ModeOrder:
@@ -77,18 +78,30 @@ def _modes(outs: list[OutdirData], order: ModeOrder) -> dict[str, ModeRow]:
     shared = Counter(mode for o in outs for mode in o.modes)
     rows: dict[str, ModeRow] = {}
     for o in outs:
+        fastest = _fastest(o)
         for mode in order.sort(o.modes):
             g = o.modes[mode]
             run_times = g.values["run_s"]
+            tts = spread(run_times) if len(run_times) else None
             rows[_shared_key(o.label, mode, shared)] = ModeRow(
                 outdir=o.label,
                 mode=mode,
                 **counts(g.reasons),
                 median_wall_s=median(run_times),
+                tts_ci95=None if tts is None else (tts.low, tts.high),
+                tts_coverage=None if tts is None else round(tts.coverage, 4),
+                regret_s=None if tts is None or fastest is None else tts.median - fastest,
                 run_times=run_times,
                 evidence={r: lines.top() for r, lines in g.evidence.items()},
             )
     return rows
+
+
+def _fastest(out: OutdirData) -> float | None:
+    """The lowest median time-to-solution of an image in the outdir's census: what a mode that
+    always picked the fastest image that runs here would take."""
+    medians = [median(g.values["run_s"]) for g in out.images.values() if len(g.values["run_s"])]
+    return min(medians) if medians else None
 
 
 def _worst(reasons: dict[str, int]) -> str | None:
