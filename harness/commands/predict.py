@@ -48,6 +48,7 @@ def main(args) -> int:
     from harness.select import modes, predict
 
     images, own, store = selection_inputs(args)
+    seen = predict.measured(args.measured)  # read before any note: bad input stays one line
     # without a host file: this host as the executor a run would use sees it
     desc = own if args.host_file else executor_view(args, own)
     known = modes.load(args.mode_file)
@@ -60,7 +61,6 @@ def main(args) -> int:
     else:
         preds = predict.on_host(images, store, desc, chosen, args.mpi_model, own)
     warn_skipped(store.skipped)
-    seen = predict.measured(args.measured)
     n = args.iters
     if args.json:
         print(
