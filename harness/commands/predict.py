@@ -45,6 +45,7 @@ def main(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.judge.reasons import SUCCESS
     from harness.select import modes, predict
 
     images, own, store = selection_inputs(args)
@@ -91,9 +92,9 @@ def main(args) -> int:
     )
     for p in preds:
         got = seen.get(p.mode)
-        got_s = f"{got['success']}/{sum(got.values())}" if got else "-"
+        got_s = f"{got[SUCCESS]}/{sum(got.values())}" if got else "-"
         rules = "; ".join(
-            f"{r}: {v:.0%}" for r, v in sorted(p.outcomes.items()) if r != "success" and v > 0
+            f"{r}: {v:.0%}" for r, v in sorted(p.outcomes.items()) if r != SUCCESS and v > 0
         )
         table.add_row(p.mode, f"{p.success:.0%}", f"{p.success * n:.1f}", got_s, rules)
     console.print(table)

@@ -250,9 +250,11 @@ class _Eta:
 
 
 def _summary(cfg, counts) -> None:
+    from harness.judge.reasons import SUCCESS
+
     n = sum(counts.values())
-    ok = counts.get("success", 0)
-    failures = ", ".join(f"{k} {v}" for k, v in counts.most_common() if k != "success")
+    ok = counts.get(SUCCESS, 0)
+    failures = ", ".join(f"{k} {v}" for k, v in counts.most_common() if k != SUCCESS)
     print(
         f"{cfg.mode}: {ok}/{n} ran{'; ' + failures if failures else ''}. "
         f"Report: harness report {cfg.outdir}",
