@@ -1245,6 +1245,7 @@ def test_the_docs_have_the_commands_a_user_needs():
 @pytest.mark.parametrize("source", DOC_SOURCES)
 def test_documented_harness_commands_parse(source):
     from harness import cli as harness_cli
+    from harness.commands.options import executor_options
 
     commands = harness_commands(DOC_SOURCES[source]())
     assert commands, source
@@ -1262,7 +1263,7 @@ def test_documented_harness_commands_parse(source):
         except SystemExit:
             pytest.fail(f"{source}: `harness {shlex.join(argv)}` does not parse")
         if argv[0] == "run":
-            harness_cli.executor_options(args)  # an option of another executor raises
+            executor_options(args)  # an option of another executor raises
         proc = cli(*argv, "--help")
         assert proc.returncode == 0, (argv, proc.stderr)
 

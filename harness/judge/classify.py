@@ -67,7 +67,7 @@ from harness import application
 from harness.judge import provenance
 from harness.judge import reasons as _reasons
 from harness.judge.faults import Fault
-from harness.judge.reasons import REASONS
+from harness.judge.reasons import MPI_SINGLETON, REASONS, SUCCESS, TIMEOUT, UNKNOWN
 
 __all__ = [
     "REASONS",
@@ -238,17 +238,17 @@ def _completion(
     max_procs = max(p for p, _ in loops)
     if ranks is not None and ranks > 0:
         if max_procs == ranks:
-            return Classification("success", _clip(next(ln for p, ln in loops if p == ranks)))
+            return Classification(SUCCESS, _clip(next(ln for p, ln in loops if p == ranks)))
         if max_procs < ranks and (max_procs == 1 or len(loops) >= 2):
             # each rank ran LAMMPS on its own (1 proc, or several runs all short of ranks)
-            return Classification("mpi-singleton", _clip(loops[0][1]))
+            return Classification(MPI_SINGLETON, _clip(loops[0][1]))
         # one run on another number of procs than asked: not the run we wanted, and not
         # singletons either; the caller looks for a cause and else reports unknown
-        return Classification("unknown", _clip(loops[0][1]))
+        return Classification(UNKNOWN, _clip(loops[0][1]))
     if len(loops) >= 2 and max_procs == 1 and app.process_count(part) >= 2:
         # one LAMMPS banner and one 1-proc run per rank: the ranks never formed one MPI job
-        return Classification("mpi-singleton", _clip(loops[0][1]))
-    return Classification("success", _clip(next(ln for p, ln in loops if p == max_procs)))
+        return Classification(MPI_SINGLETON, _clip(loops[0][1]))
+    return Classification(SUCCESS, _clip(next(ln for p, ln in loops if p == max_procs)))
 
 
 def _last_line(text: str) -> str:
@@ -296,7 +296,7 @@ def classify(
     completed = _completion(text, prov.app_start, ranks, app)
     if (
         completed is not None
-        and completed.reason != "unknown"
+        and completed.reason != UNKNOWN
         and not timed_out
         and exit_code in (None, 0)
     ):
@@ -308,7 +308,7 @@ def classify(
 
     if timed_out:
         _, evidence = _fallback(text, prov, last_app_first=True, skip=infra and infra[1])
-        return Classification("timeout", evidence, note, HARNESS)
+        return Classification(TIMEOUT, evidence, note, HARNESS)
 
     if infra is not None and not app.process_count(text[prov.app_start :]):
         # the application never started (no banner of its own): the infrastructure's failure
@@ -318,15 +318,15 @@ def classify(
     if completed is not None:
         # LAMMPS finished but the run still failed (exit code, or procs > ranks): look for the
         # cause after LAMMPS's last line.
-        if completed.reason == "unknown":
+        if completed.reason == UNKNOWN:
             return Classification(completed.reason, completed.evidence, note)
         after = prov.app_start + app.completed_at(text[prov.app_start :])
         source, evidence = _fallback(
             text, prov, text.rfind("\n", 0, after) + 1, skip=infra and infra[1]
         )
-        return Classification("unknown", evidence, note, source)
+        return Classification(UNKNOWN, evidence, note, source)
     source, evidence = _fallback(text, prov, skip=infra and infra[1])
-    return Classification("unknown", evidence, note, source)
+    return Classification(UNKNOWN, evidence, note, source)
 
 
 def classify_file(

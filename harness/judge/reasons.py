@@ -27,6 +27,10 @@ from harness.errors import HarnessError
 from harness.judge.faults import KINDS
 
 __all__ = [
+    "SUCCESS",
+    "MPI_SINGLETON",
+    "TIMEOUT",
+    "UNKNOWN",
     "REASONS",
     "RULES",
     "NEEDLES",
@@ -45,9 +49,11 @@ __all__ = [
 
 DATA = "data/reasons.yaml"
 
-# The reasons the classifier itself names (completion, fallbacks, faults); the file must have
-# them.  Every other reason comes from the file's rules and fault mapping alone.
-REQUIRED = ("success", "mpi-singleton", "timeout", "unknown")
+# The reasons the code itself names (completion, fallbacks, faults; the report's success rate):
+# the file must have them, and everything else spells them by these constants.  Every other
+# reason comes from the file's rules and fault mapping alone.
+SUCCESS, MPI_SINGLETON, TIMEOUT, UNKNOWN = "success", "mpi-singleton", "timeout", "unknown"
+REQUIRED = (SUCCESS, MPI_SINGLETON, TIMEOUT, UNKNOWN)
 
 STRENGTHS = ("strong", "weak")
 FAULT_DETAILS = ("evidence", "signatures")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness import records
 from harness.errors import HarnessError
+from harness.judge.reasons import SUCCESS
 from harness.records import CENSUS, CENSUS_FILE, CENSUS_SCHEMA, Record
 from harness.report.ordering import (
     ModeOrder,
@@ -113,7 +114,7 @@ class Group:
     def add(self, record: Record) -> None:
         reason = record.reason
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        if reason == "success":
+        if reason == SUCCESS:
             for name, values in self.values.items():
                 source = record.timings.run_s if name == "run_s" else record.figures.get(name)
                 value = number(source)

@@ -20,6 +20,7 @@ import harness.report.formats as fmt
 from harness import application
 from harness.errors import HarnessError
 from harness.files import atomic_write
+from harness.judge.reasons import SUCCESS
 from harness.records import Record
 from harness.report.html import html
 from harness.report.markdown import markdown
@@ -128,7 +129,7 @@ class FomExport:
         return self
 
     def __call__(self, label: str, r: Record) -> None:
-        if not self.everything and r.reason != "success":
+        if not self.everything and r.reason != SUCCESS:
             return
         if r.application not in self.units:
             self.units[r.application] = figure_units(r.application)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 import harness.report.formats as fmt
-from harness.judge.reasons import REASONS, counts_in_rate
+from harness.judge.reasons import REASONS, SUCCESS, counts_in_rate
 from harness.report.compare import expected_rates
 from harness.report.model import Summary
 from harness.report.ordering import reason_colour
@@ -29,7 +29,7 @@ def _stacked(ax, keys: list[str], entries: dict, reasons: list[str], fontsize: f
     extra = [r for r in reasons if r not in REASONS]
     x = np.arange(len(keys), dtype=float)
     bottom = np.zeros(len(keys))
-    order = (["success"] if "success" in reasons else []) + [r for r in reasons if r != "success"]
+    order = ([SUCCESS] if SUCCESS in reasons else []) + [r for r in reasons if r != SUCCESS]
     for r in order:
         vals = np.array([entries[k].reasons.get(r, 0) for k in keys], dtype=float)
         nz = vals > 0
@@ -139,7 +139,7 @@ def _walltimes_figure(plt, summary: Summary, keys: list[str], width: float, rota
             pts,
             s=6,
             alpha=0.4,
-            color=reason_colour("success"),
+            color=reason_colour(SUCCESS),
             linewidths=0,
             zorder=3,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness.judge.reasons import REASONS, counts_in_rate
+from harness.judge.reasons import REASONS, SUCCESS, counts_in_rate
 from harness.report.model import Comparison, Expected, Summary
 from harness.report.ordering import image_tag, reason_order
 
@@ -64,7 +64,7 @@ def all_reasons(summary: Summary, only_seen: bool = False) -> list[str]:
 
 def reason_columns(reasons: list[str]) -> list[str]:
     """Reason columns: the failures that count, then the reasons left out of n (infra)."""
-    fails = [r for r in reasons if r != "success" and counts_in_rate(r)]
+    fails = [r for r in reasons if r != SUCCESS and counts_in_rate(r)]
     return fails + [r for r in reasons if not counts_in_rate(r)]
 
 

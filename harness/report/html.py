@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from harness.judge.reasons import SUCCESS
 from harness.report.aggregate import Iteration
 from harness.report.document import (
     Block,
@@ -116,7 +117,7 @@ def _evidence(summary: Summary) -> list[str]:
         [Code(key), r, str(k), Code(m.evidence[r]) if m.evidence.get(r) else "–"]
         for key, m in summary.modes.items()
         for r, k in m.reasons.items()
-        if r != "success"
+        if r != SUCCESS
     ]
     if not rows:
         return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from harness.judge.reasons import counts_in_rate
+from harness.judge.reasons import SUCCESS, counts_in_rate
 from harness.report.ordering import reason_order
 
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
@@ -64,7 +64,7 @@ def counts(reasons: Mapping[str, int]) -> dict:
     ordered = {r: int(reasons[r]) for r in reason_order(reasons) if reasons.get(r, 0) > 0}
     runs = sum(ordered.values())
     n = sum(k for r, k in ordered.items() if counts_in_rate(r))
-    ok = ordered.get("success", 0)
+    ok = ordered.get(SUCCESS, 0)
     lo, hi = wilson(ok, n)
     return {
         "n": n,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from harness.judge.reasons import SUCCESS
 from harness.report.aggregate import Aggregates, Filters, OutdirData
 from harness.report.model import (
     Expected,
@@ -106,7 +107,7 @@ def _fastest(out: OutdirData) -> float | None:
 
 def _worst(reasons: dict[str, int]) -> str | None:
     """The most frequent failure; of equally frequent ones, the first in the reasons' order."""
-    failures = [(k, -i, r) for i, (r, k) in enumerate(reasons.items()) if r != "success"]
+    failures = [(k, -i, r) for i, (r, k) in enumerate(reasons.items()) if r != SUCCESS]
     return max(failures)[2] if failures else None
 
 
