@@ -14,7 +14,7 @@ from harness import records
 from harness.errors import HarnessError
 from harness.outdir import Outdir
 from harness.record_index import RecordIndex
-from harness.run import runner
+from harness.run import candidates, runner
 from tests.replay import (
     GLIBC,
     GPU,
@@ -251,9 +251,9 @@ def test_gpu_images_get_the_hosts_gpu_flag_only_on_a_gpu_host(tmp_path):
     assert nvidia == ["--nv"]
     assert hostmod.gpu_runtime_flags(exists=lambda d: d == "/dev/kfd") == ["--rocm"]
     assert hostmod.gpu_runtime_flags(exists=lambda d: False) == []
-    flags = runner.gpu_flags(images, store, nvidia)
+    flags = candidates.gpu_flags(images, store, nvidia)
     assert {Path(k).stem: v for k, v in flags.items()} == {"gpu-12": ["--nv"]}
-    assert runner.gpu_flags(images, store, []) == {}
+    assert candidates.gpu_flags(images, store, []) == {}
 
 
 def test_a_refused_census_leaves_census_json_as_it_was(replay, tmp_path):

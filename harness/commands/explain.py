@@ -67,7 +67,7 @@ def main(args) -> int:
             console.print(f"mode {mode.name}: {allowed} of {len(verdicts)} images are candidates")
         else:
             console.print(matching.why_empty(mode, verdicts))
-    from harness.run.runner import gpu_flags
+    from harness.run.candidates import gpu_flags
     from harness.select.host import gpu_runtime_flags
 
     for image, added in gpu_flags(images, store, gpu_runtime_flags()).items():

@@ -29,10 +29,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from harness import application, records
 from harness.errors import HarnessError
@@ -41,14 +41,16 @@ from harness.judge.faults import Fault
 from harness.judge.reasons import rules_for as judge_rules_for
 from harness.outdir import Outdir
 from harness.record_index import RecordIndex
+from harness.run.candidates import candidate_sets, census_body, gpu_flags, rank_candidates
+from harness.run.config import RunConfig, check_options
 from harness.run.executors import Executor, Job, JobResult, create
 from harness.run.loadcheck import loader_failure
 from harness.run.runtime import ImageCache, Pulled
 from harness.select import host as hostmod
-from harness.select import manifest, matching, modes, performance
+from harness.select import manifest, matching, modes
 from harness.select.artifacts import ArtifactStore
 
-CENSUS, CENSUS_SCHEMA = records.CENSUS, records.CENSUS_SCHEMA
+CENSUS = records.CENSUS
 STEPS = ("pick", "acquire", "launch", "judge")
 # Reasons that may be the symptom of a bound library that does not load in the image (an MPI
 # or PMI that fails to initialise, or a failure no rule names); not e.g. mpi-singleton, where
@@ -57,33 +59,6 @@ SYMPTOMS = ("mpi", "unknown")
 MIN_FREE_BYTES = 64 * 1024  # below this the job's logs may have been cut short by the disk
 REDO_FLUSH_S = 60.0  # redone records wait at most this long for their rewrite of records.jsonl
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    manifests: Path
-    mode: str
-    iters: int
-    outdir: Path
-    seed: int | None = None
-    executor: str = "local"
-    launcher: str = "mpirun"
-    np: int = 2
-    mpi_model: str = "bind"
-    timeout_s: float = 300.0
-    host_file: Path | None = None
-    cache: Path | None = None
-    mode_file: Path | None = None
-    sif_cache: Path | None = None
-    max_concurrent: int = 1
-    skip_invalid: bool = False
-    matcher: str = "native"
-    executor_options: dict = field(default_factory=dict)  # e.g. Flux URI, MiniCluster size
-    repeat: int = 1  # census only: runs of each image
-    census: Path | None = None  # a mode that chooses by speed: the census's outdir (else outdir)
-    runtime_options: tuple[str, ...] = ()  # extra `apptainer exec` argv for every image
-    launcher_options: tuple[str, ...] = ()  # extra MPI launcher argv
-    application: str = application.DEFAULT  # a name (harness/data/applications/) or a file
 
 
 def pick(candidates: list[str], seed: int, mode: str, iteration: int) -> str:
@@ -327,26 +302,6 @@ def _select(cfg: RunConfig, images, host, store) -> tuple[list[matching.Verdict]
     return allowed, time.perf_counter() - t0
 
 
-def check_options(cfg: RunConfig) -> None:
-    if cfg.repeat < 1:
-        raise HarnessError("--repeat must be at least 1 (--repeats K: runs of each image)")
-    if cfg.iters < 1:
-        raise HarnessError("--iters must be at least 1")
-    if cfg.np < 1:
-        raise HarnessError("--np must be at least 1")
-    if cfg.max_concurrent < 1:
-        raise HarnessError("--max-concurrent must be at least 1")
-    if cfg.seed is not None and not records.SEED_MIN <= cfg.seed <= records.SEED_MAX:
-        raise HarnessError(
-            f"--seed {cfg.seed} is out of range: a record holds a 64-bit signed integer "
-            f"({records.SEED_MIN} to {records.SEED_MAX})"
-        )
-    if not cfg.timeout_s > 0 or cfg.timeout_s == float("inf"):  # also refuses nan
-        raise HarnessError("--timeout must be a finite positive number of seconds")
-    if not modes.NAME.match(cfg.mode):
-        raise HarnessError(f"mode name {cfg.mode!r}: use letters, digits, '.', '_' and '-'")
-
-
 def check_application(cfg: RunConfig) -> application.Application:
     """The application to run (--application), its own rules checked, and the ranks it needs."""
     app = application.load(cfg.application)
@@ -419,86 +374,6 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
         run["mpi_model"] = cfg.mpi_model
         exp.ranking, exp.chosen_by = rank_candidates(cfg, mode, host, allowed, store, run)
     return exp
-
-
-def rank_candidates(
-    cfg: RunConfig,
-    mode: modes.Mode,
-    host: dict[str, str],
-    allowed: list[matching.Verdict],
-    store: ArtifactStore,
-    run: dict,
-) -> tuple[list[str], str]:
-    """A choosing mode's candidates, best first (harness.select.performance), and one line
-    that says by what: the census of this host, else the images' declared microarchitecture."""
-    choice = mode.choose
-    assert choice is not None
-    names = [v.image.name for v in allowed]
-    census = performance.read_census(cfg.census or cfg.outdir, choice.measure)
-    why = "no census in " + str(cfg.census or cfg.outdir)
-    if census is not None:
-        why = performance.census_fits(census, host, mode.keys, run)
-        if why:
-            why = f"the census in {census.outdir} is not this host's: {why}"
-            census = None
-    levels = {}
-    if census is None and choice.fallback:
-        for v in allowed:
-            artifact = store.get(v.image.name, v.image.artifact)
-            levels[v.image.name] = (artifact.attributes if artifact else {}).get(choice.fallback)
-    order = performance.ranking(names, census, levels)
-    if census is not None:
-        shown = ", ".join(
-            f"{name} {census.speeds[name].median:.3g}" for name in order if name in census.speeds
-        )
-        return order, f"{mode.name} chooses by {choice.measure} in {census.outdir}: {shown}"
-    shown = ", ".join(f"{name} {levels.get(name)}" for name in order)
-    return order, f"{mode.name}: {why}; chooses by {choice.fallback or 'manifest order'}: {shown}"
-
-
-def gpu_flags(images, store: ArtifactStore, flags: list[str]) -> dict[str, list[str]]:
-    """`flags` (this machine's --nv/--rocm) for the images whose artifact says they use a GPU:
-    without them a GPU image cannot reach the driver even on a GPU node."""
-    if not flags:
-        return {}
-    wanted = {}
-    for image in images:
-        try:
-            artifact = store.get(image.name, image.artifact)
-        except HarnessError:
-            continue  # no artifact, no claim: the image runs as it is
-        gpu = (artifact.attributes if artifact else {}).get(hostmod.GPU, "no")
-        if gpu.strip().lower() in matching.YES:
-            wanted[image.name] = flags
-    return wanted
-
-
-def candidate_sets(cfg: RunConfig, images, host, store) -> dict[str, dict[str, Any]]:
-    """Every known mode's candidates on this host (the census's expected rates need them)."""
-    sets: dict[str, dict[str, Any]] = {}
-    for name, mode in modes.load(cfg.mode_file).items():
-        try:
-            verdicts = matching.select(cfg.matcher, cfg.manifests, images, mode, host, store)
-        except HarnessError as exc:  # e.g. the host lacks a key the mode needs: say so
-            sets[name] = {"candidates": None, "error": str(exc)}
-            continue
-        sets[name] = {"candidates": [v.image.name for v in verdicts]}
-        if mode.choose:  # the mode takes one of them: the census's best (performance.ranking)
-            sets[name]["choose"] = asdict(mode.choose)
-    return sets
-
-
-def census_body(cfg: RunConfig, host, sets, images: list[str], seed: int) -> dict:
-    """census.json: the host, the manifest and each mode's candidate set on that host."""
-    return {
-        "schema": CENSUS_SCHEMA,
-        "manifests": str(cfg.manifests),
-        "host": host,
-        "images": images,
-        "repeat": cfg.repeat,
-        "seed": seed,
-        "modes": sets,
-    }
 
 
 def run(
