@@ -236,67 +236,11 @@ def parse(data: object, where: str) -> Application:
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise _fail(where, "'rules' must be a list of rules (as in reasons.yaml)")
 
-    crit = data.get("criteria")
-    if not isinstance(crit, dict) or sorted(crit) != sorted(ROLES):
-        raise _fail(where, f"'criteria' must have exactly {', '.join(ROLES)}")
-    criteria = {}
-    for role in ROLES:
-        body = crit[role]
-        if not isinstance(body, dict):
-            raise _fail(where, f"criterion {role} must be a mapping")
-        rx = _compile(body.get("regex"), macros, where, f"criterion {role}")
-        if role == "run" and "procs" not in rx.groupindex and ranks is None:
-            raise _fail(where, "criterion run needs a named group 'procs' (or run: ranks)")
-        criteria[role] = Criterion(role, str(body.get("description", "")), rx)
-
-    raw_lines = data.get("lines") or {}
-    if not isinstance(raw_lines, dict):
-        raise _fail(where, "'lines' must map line kinds to patterns")
-    lines = {}
-    for kind, pat in raw_lines.items():
-        rx = _compile(pat, macros, where, f"line {kind}")
-        if rx.groupindex:
-            raise _fail(where, f"line {kind}: no named groups allowed (figures name them)")
-        lines[str(kind)] = rx
-
-    figures: list[Figure] = []
-    for i, body in enumerate(data.get("figures") or []):
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-            raise _fail(where, f"figures[{i}] needs a 'name'")
-        name = body["name"]
-        kind = body.get("line")
-        if kind not in lines:
-            raise _fail(where, f"figure {name}: 'line' must be one of {', '.join(lines)}")
-        ftype = body.get("type", "float")
-        if ftype not in TYPES:
-            raise _fail(where, f"figure {name}: type must be one of {', '.join(TYPES)}")
-        units = body.get("units")
-        if not isinstance(units, str):
-            raise _fail(where, f"figure {name}: 'units' must be a string ('' for none)")
-        keep = body.get("keep", "last")
-        if keep not in KEEP or (keep in ("max", "min") and ftype not in ("int", "float")):
-            choices = ", ".join(KEEP)
-            raise _fail(where, f"figure {name}: keep must be one of {choices} (max, min: numbers)")
-        rx = None
-        if ftype != "count":
-            rx = _compile(body.get("regex"), macros, where, f"figure {name}")
-            if name not in rx.groupindex:
-                raise _fail(where, f"figure {name}: its regex needs a named group {name!r}")
-        scale_group, factors = None, {}
-        if body.get("scale") is not None:
-            scale = body["scale"]
-            if (
-                ftype != "float"
-                or not isinstance(scale, dict)
-                or scale.get("group") not in (rx.groupindex if rx else {})
-                or not isinstance(scale.get("factors"), dict)
-            ):
-                raise _fail(where, f"figure {name}: scale needs a float, a group and factors")
-            scale_group = scale["group"]
-            factors = {str(k): float(v) for k, v in scale["factors"].items()}
-        figures.append(
-            Figure(name, units, kind, ftype, rx, keep, scale_group, MappingProxyType(factors))
-        )
+    criteria = _criteria(data.get("criteria"), macros, ranks, where)
+    lines = _lines(data.get("lines") or {}, macros, where)
+    figures = [
+        _figure(i, body, lines, macros, where) for i, body in enumerate(data.get("figures") or [])
+    ]
     names = [f.name for f in figures]
     if len(set(names)) != len(names):
         raise _fail(where, "figure names must be unique")
@@ -323,6 +267,73 @@ def parse(data: object, where: str) -> Application:
         _scan=scan,
         _by_line=MappingProxyType(by_line),
     )
+
+
+def _criteria(crit: object, macros: dict, ranks: int | None, where: str) -> dict[str, Criterion]:
+    """The `criteria` section: one compiled criterion per role, checked."""
+    if not isinstance(crit, dict) or sorted(crit) != sorted(ROLES):
+        raise _fail(where, f"'criteria' must have exactly {', '.join(ROLES)}")
+    criteria = {}
+    for role in ROLES:
+        body = crit[role]
+        if not isinstance(body, dict):
+            raise _fail(where, f"criterion {role} must be a mapping")
+        rx = _compile(body.get("regex"), macros, where, f"criterion {role}")
+        if role == "run" and "procs" not in rx.groupindex and ranks is None:
+            raise _fail(where, "criterion run needs a named group 'procs' (or run: ranks)")
+        criteria[role] = Criterion(role, str(body.get("description", "")), rx)
+    return criteria
+
+
+def _lines(raw_lines: object, macros: dict, where: str) -> dict[str, re.Pattern]:
+    """The `lines` section: each line kind's compiled pattern, checked."""
+    if not isinstance(raw_lines, dict):
+        raise _fail(where, "'lines' must map line kinds to patterns")
+    lines = {}
+    for kind, pat in raw_lines.items():
+        rx = _compile(pat, macros, where, f"line {kind}")
+        if rx.groupindex:
+            raise _fail(where, f"line {kind}: no named groups allowed (figures name them)")
+        lines[str(kind)] = rx
+    return lines
+
+
+def _figure(i: int, body: object, lines: dict, macros: dict, where: str) -> Figure:
+    """figures[i]: one figure of merit, checked against the line kinds it may read."""
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise _fail(where, f"figures[{i}] needs a 'name'")
+    name = body["name"]
+    kind = body.get("line")
+    if kind not in lines:
+        raise _fail(where, f"figure {name}: 'line' must be one of {', '.join(lines)}")
+    ftype = body.get("type", "float")
+    if ftype not in TYPES:
+        raise _fail(where, f"figure {name}: type must be one of {', '.join(TYPES)}")
+    units = body.get("units")
+    if not isinstance(units, str):
+        raise _fail(where, f"figure {name}: 'units' must be a string ('' for none)")
+    keep = body.get("keep", "last")
+    if keep not in KEEP or (keep in ("max", "min") and ftype not in ("int", "float")):
+        choices = ", ".join(KEEP)
+        raise _fail(where, f"figure {name}: keep must be one of {choices} (max, min: numbers)")
+    rx = None
+    if ftype != "count":
+        rx = _compile(body.get("regex"), macros, where, f"figure {name}")
+        if name not in rx.groupindex:
+            raise _fail(where, f"figure {name}: its regex needs a named group {name!r}")
+    scale_group, factors = None, {}
+    if body.get("scale") is not None:
+        scale = body["scale"]
+        if (
+            ftype != "float"
+            or not isinstance(scale, dict)
+            or scale.get("group") not in (rx.groupindex if rx else {})
+            or not isinstance(scale.get("factors"), dict)
+        ):
+            raise _fail(where, f"figure {name}: scale needs a float, a group and factors")
+        scale_group = scale["group"]
+        factors = {str(k): float(v) for k, v in scale["factors"].items()}
+    return Figure(name, units, kind, ftype, rx, keep, scale_group, MappingProxyType(factors))
 
 
 def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:

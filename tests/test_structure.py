@@ -160,7 +160,6 @@ LONG_MODULES = {
     "harness.select.artifact_create",  # inspection of an image and the spec written from it
 }
 LONG_FUNCTIONS = {
-    "harness.application.parse",  # one check per field of an application file
     "harness.lab.build._run_build",
     "harness.lab.publish.publish_image",
 }
