@@ -161,7 +161,6 @@ LONG_MODULES = {
 }
 LONG_FUNCTIONS = {
     "harness.lab.build._run_build",
-    "harness.lab.publish.publish_image",
 }
 
 

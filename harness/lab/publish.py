@@ -216,7 +216,6 @@ def publish_image(
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     sif_sha = state.get("sif_sha256") or sha256_file(sif)
     ref, art_ref = matrix.reference(tag), matrix.artifact_reference(tag)
-    _, repo, _ = split_reference(ref)
     row: dict[str, Any] = {
         "tag": tag,
         "reference": ref,
@@ -224,39 +223,52 @@ def publish_image(
         "sif_bytes": sif.stat().st_size,
         "sif_sha256": sif_sha,
     }
-
-    # 1. the SIF
-    digest = f"sha256:{sif_sha}"
-    in_registry = digest in layer_digests(registry.manifest(repo, tag))
-    row["sif_pushed"] = False
-    if not in_registry:
-        if verify_only:
-            raise PublishError(f"{tag}: the registry does not hold this SIF ({digest})")
-        _, arch = sif_partition(sif)
-        if arch == host_arch():
-            console.print(f"{tag}: apptainer push {sif.name} oras://{ref}")
-            row["push_seconds"] = _run(["apptainer", "push", str(sif), f"oras://{ref}"])
-            row["push_tool"] = "apptainer push"
-        else:
-            # apptainer push opens the image to verify it and refuses an image
-            # of another architecture; push the same bytes, as the same OCI
-            # artifact apptainer writes (SIF layer + "{}" config), with oras.
-            console.print(f"{tag}: {arch} image: oras push {sif.name} (apptainer push refuses it)")
-            row["push_seconds"] = push_sif_with_oras(sif, ref)
-            row["push_tool"] = "oras (SIF media types)"
-        row["sif_pushed"] = True
-        if digest not in layer_digests(registry.manifest(repo, tag)):
-            raise PublishError(f"{tag}: after the push the registry's manifest lacks {digest}")
-
-    # 2. the artifact
+    _push_sif(registry, sif, ref, tag, f"sha256:{sif_sha}", verify_only, row)
     data, regenerated = artifact_bytes(sif, sif_sha, cache, tag)
     row["artifact_regenerated"] = regenerated
+    _push_artifact(registry, data, art_ref, tag, verify_only, row)
+    host, _, _ = split_reference(art_ref)
+    client = oras.client.OrasClient(hostname=host)
+    _verify(client, sif, sif_sha, ref, art_ref, data, cache, tag, sif_cache, row)
+    return row
+
+
+def _push_sif(
+    registry: Registry, sif: Path, ref: str, tag: str, digest: str, verify_only: bool, row: dict
+) -> None:
+    """1. the SIF, unless the registry holds it already; its push goes into `row`."""
+    _, repo, _ = split_reference(ref)
+    in_registry = digest in layer_digests(registry.manifest(repo, tag))
+    row["sif_pushed"] = False
+    if in_registry:
+        return
+    if verify_only:
+        raise PublishError(f"{tag}: the registry does not hold this SIF ({digest})")
+    _, arch = sif_partition(sif)
+    if arch == host_arch():
+        console.print(f"{tag}: apptainer push {sif.name} oras://{ref}")
+        row["push_seconds"] = _run(["apptainer", "push", str(sif), f"oras://{ref}"])
+        row["push_tool"] = "apptainer push"
+    else:
+        # apptainer push opens the image to verify it and refuses an image
+        # of another architecture; push the same bytes, as the same OCI
+        # artifact apptainer writes (SIF layer + "{}" config), with oras.
+        console.print(f"{tag}: {arch} image: oras push {sif.name} (apptainer push refuses it)")
+        row["push_seconds"] = push_sif_with_oras(sif, ref)
+        row["push_tool"] = "oras (SIF media types)"
+    row["sif_pushed"] = True
+    if digest not in layer_digests(registry.manifest(repo, tag)):
+        raise PublishError(f"{tag}: after the push the registry's manifest lacks {digest}")
+
+
+def _push_artifact(
+    registry: Registry, data: bytes, art_ref: str, tag: str, verify_only: bool, row: dict
+) -> None:
+    """2. the artifact, unless the registry holds these bytes already; its push goes into `row`."""
     art_digest = "sha256:" + hashlib.sha256(data).hexdigest()
     _, art_repo, art_tag = split_reference(art_ref)
     art_manifest = registry.manifest(art_repo, art_tag)
     row["artifact_pushed"] = False
-    host, _, _ = split_reference(art_ref)
-    client = oras.client.OrasClient(hostname=host)
     if art_digest not in layer_digests(art_manifest, COMPSPEC_MEDIA_TYPE):
         if verify_only:
             raise PublishError(f"{tag}: the registry's {art_ref} differs from the image's artifact")
@@ -265,16 +277,29 @@ def publish_image(
         row["artifact_push_seconds"] = round(time.monotonic() - t0, 2)
         row["artifact_pushed"] = True
 
-    # 3. verification: the registry holds a layer of the SIF's own sha256 (it checked the
-    # bytes it received against that digest), so a pull would only bring back these bytes;
-    # the harness's SIF cache gets them from here instead (what `harness run` would pull).
-    # An image of another architecture cannot be pulled by Apptainer at all ("could not
-    # run on the host's"): it is fetched with oras, and never put in the cache.
+
+def _verify(
+    client: Any,
+    sif: Path,
+    sif_sha: str,
+    ref: str,
+    art_ref: str,
+    data: bytes,
+    cache: Path,
+    tag: str,
+    sif_cache: Path | None,
+    row: dict,
+) -> None:
+    """3. verification: the registry holds a layer of the SIF's own sha256 (it checked the
+    bytes it received against that digest), so a pull would only bring back these bytes;
+    the harness's SIF cache gets them from here instead (what `harness run` would pull).
+    An image of another architecture cannot be pulled by Apptainer at all ("could not
+    run on the host's"): it is fetched with oras, and never put in the cache."""
     with tempfile.TemporaryDirectory(prefix="lab-verify-", dir=cache) as tmp:
         _, arch = sif_partition(sif)
         if arch == host_arch():
             t0 = time.monotonic()
-            row["sif_cached"] = str(fill_sif_cache(sif, ref, digest, sif_cache))
+            row["sif_cached"] = str(fill_sif_cache(sif, ref, f"sha256:{sif_sha}", sif_cache))
             row["pull_seconds"] = round(time.monotonic() - t0, 2)
             row["pull_tool"] = "SIF cache filled from the build"
         else:
@@ -297,7 +322,6 @@ def publish_image(
     row["artifact_attributes"] = {
         c["name"]: c["attributes"] for c in json.loads(data)["compatibilities"]
     }
-    return row
 
 
 def manifest_text(matrix: Matrix, tags: list[str]) -> str:
