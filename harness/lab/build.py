@@ -54,7 +54,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.errors import HarnessError
@@ -779,14 +779,7 @@ def run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache:
 
 def _run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache: Path) -> int:
     builder = Builder(matrix, cache, force=force)
-    wanted = {matrix.by_tag(t).tag for t in tags} if tags else {i.tag for i in matrix.images}
-    # Building an image needs its parent's rootfs: add parents.
-    for image in reversed(matrix.images):
-        if image.tag in wanted and image.parent:
-            wanted.add(image.parent)
-    todo = [i for i in matrix.images if i.tag in wanted]
-    results: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
+    todo = with_parents(matrix, tags)
     jobs = max(1, jobs)
     console.print(
         f"[bold]lab build[/]: {len(todo)} images, {jobs} at a time, cache {cache}, "
@@ -807,74 +800,121 @@ def _run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache
         }
 
         def work(image: LabImage) -> dict[str, Any]:
-            tid = task_ids[image.tag]
-            progress.start_task(tid)
-            started = time.monotonic()
-            shown = {"stage": "", "step": "", "printed": 0.0}
-
-            def say(text: str) -> None:  # without a live display: one line
-                shown["printed"] = time.monotonic()
-                line = f"{image.tag}: {text} ({time.monotonic() - started:.0f} s)"
-                console.print(escape(line), soft_wrap=True)
-
-            def status(text: str) -> None:
-                shown["stage"], shown["step"] = text, ""
-                progress.update(tid, description=text)
-                if not live:
-                    say(text)
-
-            def report(step: str, line: str | None, seconds: float) -> None:
-                text = f"{shown['stage']} · {step}"
-                if line:
-                    width = max(20, console.width - 45 - len(text))  # spinner, tag, time
-                    tail = line if len(line) <= width else line[: width - 1] + "…"
-                    text += f": {tail}"
-                progress.update(tid, description=escape(text))
-                if live:
-                    return
-                if line is None and step != shown["step"]:
-                    shown["step"] = step
-                    say(f"  {step}")
-                elif line and seconds >= 30 and time.monotonic() - shown["printed"] >= 60:
-                    say(f"  {step}: {line[:120]}")
-
-            result = builder.build(image, status, report)
-            progress.update(tid, completed=1, description=status_text(result))
-            progress.stop_task(tid)
-            return result
+            return _build_shown(builder, image, progress, task_ids[image.tag], live)
 
         pending = build_order(matrix, builder, todo)
-        running: dict[Future, LabImage] = {}
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            while pending or running:
-                for image in list(pending):
-                    if len(running) >= jobs:
-                        break
-                    if image.parent in failed:
-                        pending.remove(image)
-                        failed[image.tag] = f"parent {image.parent} failed"
-                        progress.update(task_ids[image.tag], description="[red]skipped[/]")
-                        continue
-                    if image.parent and image.parent not in results:
-                        continue
-                    pending.remove(image)
-                    running[pool.submit(work, image)] = image
-                if not running:
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    image = running.pop(fut)
-                    try:
-                        results[image.tag] = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - reported per image
-                        failed[image.tag] = str(exc)
-                        if not live:
-                            console.print(escape(f"{image.tag}: failed: {exc}"), soft_wrap=True)
-                        progress.update(
-                            task_ids[image.tag], description=f"[red]failed[/]: {escape(str(exc))}"
-                        )
+        results, failed = _schedule(pending, work, jobs, progress, task_ids, live)
     total = time.monotonic() - total_start
     write_reports(matrix, builder, results, total)
+    print_results(todo, results, failed, total, jobs, cache)
+    return 1 if failed else 0
+
+
+def with_parents(matrix: Matrix, tags: list[str]) -> list[LabImage]:
+    """The images to build (all without tags), in matrix order, with the parents they need."""
+    wanted = {matrix.by_tag(t).tag for t in tags} if tags else {i.tag for i in matrix.images}
+    # Building an image needs its parent's rootfs: add parents.
+    for image in reversed(matrix.images):
+        if image.tag in wanted and image.parent:
+            wanted.add(image.parent)
+    return [i for i in matrix.images if i.tag in wanted]
+
+
+def _build_shown(
+    builder: Builder, image: LabImage, progress: Progress, tid: TaskID, live: bool
+) -> dict[str, Any]:
+    """Build one image with its stage and step on its progress line (one printed line per
+    stage and step, and one a minute while a command runs long, without a terminal)."""
+    progress.start_task(tid)
+    started = time.monotonic()
+    shown = {"stage": "", "step": "", "printed": 0.0}
+
+    def say(text: str) -> None:  # without a live display: one line
+        shown["printed"] = time.monotonic()
+        line = f"{image.tag}: {text} ({time.monotonic() - started:.0f} s)"
+        console.print(escape(line), soft_wrap=True)
+
+    def status(text: str) -> None:
+        shown["stage"], shown["step"] = text, ""
+        progress.update(tid, description=text)
+        if not live:
+            say(text)
+
+    def report(step: str, line: str | None, seconds: float) -> None:
+        text = f"{shown['stage']} · {step}"
+        if line:
+            width = max(20, console.width - 45 - len(text))  # spinner, tag, time
+            tail = line if len(line) <= width else line[: width - 1] + "…"
+            text += f": {tail}"
+        progress.update(tid, description=escape(text))
+        if live:
+            return
+        if line is None and step != shown["step"]:
+            shown["step"] = step
+            say(f"  {step}")
+        elif line and seconds >= 30 and time.monotonic() - shown["printed"] >= 60:
+            say(f"  {step}: {line[:120]}")
+
+    result = builder.build(image, status, report)
+    progress.update(tid, completed=1, description=status_text(result))
+    progress.stop_task(tid)
+    return result
+
+
+def _schedule(
+    pending: list[LabImage],
+    work: Callable[[LabImage], dict[str, Any]],
+    jobs: int,
+    progress: Progress,
+    task_ids: dict[str, TaskID],
+    live: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Run `work` on the images, `jobs` at a time in `pending`'s order, each once its parent
+    is built (skipped when its parent failed): (results by tag, why each failed by tag)."""
+    results: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    running: dict[Future, LabImage] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for image in list(pending):
+                if len(running) >= jobs:
+                    break
+                if image.parent in failed:
+                    pending.remove(image)
+                    failed[image.tag] = f"parent {image.parent} failed"
+                    progress.update(task_ids[image.tag], description="[red]skipped[/]")
+                    continue
+                if image.parent and image.parent not in results:
+                    continue
+                pending.remove(image)
+                running[pool.submit(work, image)] = image
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                image = running.pop(fut)
+                try:
+                    results[image.tag] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - reported per image
+                    failed[image.tag] = str(exc)
+                    if not live:
+                        console.print(escape(f"{image.tag}: failed: {exc}"), soft_wrap=True)
+                    progress.update(
+                        task_ids[image.tag], description=f"[red]failed[/]: {escape(str(exc))}"
+                    )
+    return results, failed
+
+
+def print_results(
+    todo: list[LabImage],
+    results: dict[str, dict[str, Any]],
+    failed: dict[str, str],
+    total: float,
+    jobs: int,
+    cache: Path,
+) -> None:
+    """The build's table (each image's times, size and key, or why it failed), then the
+    report's path and each failure."""
     table = Table(title=f"lab images ({total:.0f} s, {jobs} at a time)")
     for col in ("tag", "this run", "last build", "rootfs s", "SIF s", "SIF MB", "key"):
         table.add_column(col)
@@ -897,7 +937,6 @@ def _run_build(matrix: Matrix, tags: list[str], *, jobs: int, force: bool, cache
     console.print(f"report: {cache / 'build-report.json'}", soft_wrap=True)
     for tag, why in failed.items():
         console.print(f"[red]{tag}[/]: {why}")
-    return 1 if failed else 0
 
 
 def status_text(result: dict[str, Any]) -> str:
