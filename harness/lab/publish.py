@@ -50,7 +50,7 @@ from harness.files import atomic_write
 from harness.lab.build import sha256_file
 from harness.lab.matrix import MANIFEST_FILE, Matrix, cache_dir, load_matrix
 from harness.run.runtime import ImageCache
-from harness.select.artifact_create import DEFAULT_SPEC, create_artifact, host_arch, sif_partition
+from harness.select.artifact_create import DEFAULT_SPEC, create_artifact
 from harness.select.artifact_push import upload
 from harness.select.artifacts import (
     MEDIA_TYPES,
@@ -59,6 +59,7 @@ from harness.select.artifacts import (
     tls_verify,
     user_cache,
 )
+from harness.select.sif_files import host_arch, sif_partition
 
 COMPSPEC_MEDIA_TYPE = MEDIA_TYPES[0]  # as the reference experiment stored its artifacts
 MANIFEST_ACCEPT = ", ".join(
@@ -143,8 +144,11 @@ def artifact_bytes(sif: Path, sif_sha: str, cache: Path, tag: str) -> tuple[byte
     the creation spec nor the extractor changed.  Returns (bytes, regenerated)."""
     import harness.select.artifact_create as ac
     import harness.select.elf as elf
+    import harness.select.gpu_use as gpu_use
+    import harness.select.sif_files as sif_files
 
-    extractors = b"".join(Path(m.__file__).read_bytes() for m in (ac, elf))
+    modules = (ac, elf, gpu_use, sif_files)
+    extractors = b"".join(Path(m.__file__).read_bytes() for m in modules)
     key = hashlib.sha256(sif_sha.encode() + DEFAULT_SPEC.read_bytes() + extractors).hexdigest()
     out_dir = cache / "artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)

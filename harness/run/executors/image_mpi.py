@@ -61,21 +61,24 @@ def image_mpi(
 def _read_image_mpi(
     sif: Path, command: list[str], workdir: str | None
 ) -> tuple[str | None, str | None, str]:
-    from harness.select import artifact_create as ac  # read-only use of the artifact's readers
+    # read-only use of the artifact's readers
+    from harness.select import artifact_create as ac
+    from harness.select import gpu_use, sif_files
+    from harness.select.elf import elf_info
 
     try:
-        files = ac.SifFiles(sif)
-        trace = ac.trace_command(files, command, workdir) if command else None
+        files = sif_files.SifFiles(sif)
+        trace = gpu_use.trace_command(files, command, workdir) if command else None
         program = trace.program if trace else None
         if program is None and files.is_file("/usr/bin/lmp"):
             program = "/usr/bin/lmp"
         if program is None:
             why = trace.note if trace else "no command"
             return None, None, f"no program to inspect ({why})"
-        info = ac.elf_info(files.read_bytes(program))
+        info = elf_info(files.read_bytes(program))
         if info is None:
             return None, None, f"{program} is not an ELF file"
-        closure = ac.library_closure(files, program, info.machine)
+        closure = sif_files.library_closure(files, program, info.machine)
         for name, path in closure.items():
             for pattern, variant in ac.MPI_LIBS:
                 if pattern.match(name):
