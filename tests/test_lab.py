@@ -332,7 +332,7 @@ def test_census_records_an_unpullable_image_and_goes_on(lab, tmp_path):
 def test_prune_styles_keeps_the_named_styles_and_what_their_sources_include(tmp_path):
     """LAMMPS registers the styles whose files it finds: removing a style's files removes it
     from the build, except where a kept source includes its header."""
-    from harness.lab.build import prune_styles
+    from harness.lab.rootfs import prune_styles
 
     src = tmp_path / "src"
     src.mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.lab.build import compute_keys
+from harness.lab.build_keys import compute_keys
 from harness.lab.matrix import cache_dir, load_matrix
 from tests.conftest import cli, require
 

@@ -29,8 +29,11 @@ import tomllib
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.lab.build import CHROOT_ENV, Log, _code, _digest, build_sif, debootstrap
+from harness.lab.build_keys import _code, _digest
+from harness.lab.build_log import CHROOT_ENV, Log
 from harness.lab.matrix import LabImage, cache_dir, debian_mirror
+from harness.lab.rootfs import debootstrap
+from harness.lab.sif import build_sif
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "containers" / "node" / "flux-view-profile.sh"
