@@ -179,7 +179,7 @@ def _verdict_figure(plt, summary: Summary, keys: list[str], width: float):
         if m.rate is None:
             continue
         lo, hi = m.ci95
-        left.barh(yi, 100 * m.rate, color=reason_colour("success"), height=0.6)
+        left.barh(yi, 100 * m.rate, color=reason_colour(SUCCESS), height=0.6)
         # Wilson's bounds can miss the rate by a rounding error at 0 % and 100 %
         rate_err = [[max(0.0, 100 * (m.rate - lo))], [max(0.0, 100 * (hi - m.rate))]]
         left.errorbar(100 * m.rate, yi, xerr=rate_err, color="black", capsize=3, linewidth=1)
@@ -190,7 +190,7 @@ def _verdict_figure(plt, summary: Summary, keys: list[str], width: float):
     fastest = [m.median_wall_s - m.regret_s for m in rows if m.regret_s is not None]
     if fastest:
         right.axvline(
-            fastest[0], color=reason_colour("success"), linestyle="--", linewidth=1,
+            fastest[0], color=reason_colour(SUCCESS), linestyle="--", linewidth=1,
             label="fastest image (census)",
         )  # fmt: skip
         right.legend(loc="lower right", fontsize=7, frameon=False)
