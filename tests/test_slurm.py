@@ -464,3 +464,20 @@ def test_kill_9_then_rerun_cancels_the_orphan_and_completes_the_run(slurm, tmp_p
     assert [r["iteration"] for r in recs] == [0, 1]
     assert orphan not in job_ids(outdir) and len(job_ids(outdir)) == 2
     assert not list(outdir.glob("logs/random/*.slurm"))
+
+
+@pytest.mark.lab
+@pytest.mark.slurm
+def test_more_ranks_than_the_partition_has_cpus_is_refused_before_the_run(slurm, tmp_path):
+    """The request, not an image: one line, exit 2, nothing written, no job submitted."""
+    outdir = tmp_path / "out"
+    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%C"], capture_output=True, text=True,
+                              check=True).stdout.split()[0].split("/")[3])  # fmt: skip
+    args = harness_args(lab_manifest(tmp_path, "openmpi-debian-12-amd64"), outdir, 1)
+    proc = cli(*args, "--np", str(cpus + 1))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"harness: error: --np {cpus + 1}: the slurm executor has {cpus} slots here, so no "
+        "image could run (lower --np)"
+    ]
+    assert not outdir.exists()

@@ -324,6 +324,12 @@ def prepare(cfg: RunConfig, dry_run: bool = False) -> Experiment:
     executor = create(cfg.executor, cfg.launcher, cfg.executor_options)
     if not dry_run:  # a preview asks for what it shows (e.g. a MiniCluster needs no cluster)
         executor.preflight()
+        slots = executor.slots() if executor.caps.counts_slots else None
+        if slots is not None and cfg.np > slots:
+            raise HarnessError(
+                f"--np {cfg.np}: the {executor.name} executor has {slots} slots here, so no "
+                "image could run (lower --np)"
+            )
     host = hostmod.resolve(cfg.host_file, cfg.launcher)
     if cfg.host_file is None and executor.caps.describes_host:  # e.g. Slurm's MPI set
         host = executor.describe_host(host)

@@ -64,6 +64,7 @@ class Caps:
 
     pulls_image: bool = False  # its nodes pull the image themselves: no SIF is pulled here
     describes_host: bool = False  # describe_host(): the host as its jobs see it
+    counts_slots: bool = False  # slots(): the most ranks one of its jobs can get
 
 
 class Executor(Protocol):
@@ -86,3 +87,7 @@ class Executor(Protocol):
 
     def describe_host(self, host: dict[str, str]) -> dict[str, str]:
         """The host as the executor's jobs see it (only where caps.describes_host)."""
+
+    def slots(self) -> int | None:
+        """The most ranks one job can get, None when it cannot be told (only where
+        caps.counts_slots; after preflight). More is the request's fault, never an image's."""

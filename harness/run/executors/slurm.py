@@ -81,7 +81,7 @@ class SlurmExecutor:
     launcher: str = "srun"
     name: str = field(default="slurm", init=False)
     version: str | None = field(default=None, init=False)  # `scontrol --version`, after preflight
-    caps: ClassVar[Caps] = Caps(describes_host=True)
+    caps: ClassVar[Caps] = Caps(describes_host=True, counts_slots=True)
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option("--slurm-partition", "partition", "srun --partition (default: the cluster's)"),
         Option("--slurm-account", "account", "srun --account (default: the user's)"),
@@ -153,6 +153,16 @@ class SlurmExecutor:
             if part.returncode != 0:
                 why = sc.last_line(part.stderr + part.stdout)
                 raise HarnessError(f"slurm executor: partition {self.partition!r}: {why}")
+
+    def slots(self) -> int | None:
+        """The CPUs of the partition (of the largest when none is named: an upper bound, so a
+        request that could run is never refused); srun runs no more tasks than that."""
+        argv = ["sinfo", "-h", "-o", "%C", *(["-p", self.partition] if self.partition else [])]
+        out = sc.run_tool(argv, timeout=30)
+        # %C: allocated/idle/other/total CPUs, a line per partition
+        fields = (x.split("/") for x in out.stdout.split())
+        totals = [int(f[3]) for f in fields if len(f) == 4 and f[3].isdigit()]
+        return max(totals) if out.returncode == 0 and totals else None
 
     def plugins(self) -> list[str]:
         """This Slurm's MPI plugin types (`srun --mpi=list`)."""
