@@ -837,6 +837,29 @@ def test_detach_and_status(flux_instance, bookworm_sif, tmp_path):
     assert jobid in status(outdir)
 
 
+def test_detach_refuses_a_run_whose_jobs_cannot_start_beside_it(own_instance, tiny_sif, tmp_path):
+    """The detached harness holds a core for the whole run: on an instance with no core to
+    spare for a job of --np ranks besides, every iteration would queue until --start-timeout.
+    The run is refused before anything is submitted or written."""
+    import flux
+    import flux.job
+    import flux.resource
+
+    inst = own_instance()
+    h = flux.Flux(inst.uri)
+    cores = flux.resource.resource_list(h).get().all.ncores
+    manifest = _tiny_manifest(tmp_path, tiny_sif, ["true"])
+    outdir = tmp_path / "out"
+    args = _run_args(manifest, outdir, 1, 1)
+    args[args.index("--np") + 1] = str(cores)
+    proc = cli(*args, "--flux-uri", inst.uri, "--detach")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"the instance has {cores} core(s)" in line and "needs " + str(cores) in line, line
+    assert not outdir.exists()
+    assert flux.job.JobList(h, since=0).jobs() == []
+
+
 def test_prepull_each_node_idempotent(flux_instance, lab, tmp_path):
     from harness.run.prepull import prepull
 

@@ -128,10 +128,17 @@ def main(args) -> int:
     if args.detach:
         if args.executor != "flux":
             raise HarnessError("--detach needs --executor flux (the harness runs as a Flux job)")
+        from harness.run.executors.flux import FluxExecutor
         from harness.run.executors.flux_detach import detach
 
+        per_task = cfg.executor_options.get("cores_per_task", FluxExecutor.cores_per_task)
         jobid = detach(
-            sys.argv[1:], cfg.outdir, args.mode, args.iters, uri=cfg.executor_options.get("uri")
+            sys.argv[1:],
+            cfg.outdir,
+            args.mode,
+            args.iters,
+            uri=cfg.executor_options.get("uri"),
+            job_cores=cfg.np * per_task,
         )
         print(
             f"harness run submitted as Flux job {jobid}; follow it with: harness status "

@@ -29,19 +29,21 @@ def detach(
     *,
     uri: str | None = None,
     cores: int = 1,
+    job_cores: int = 1,
 ) -> str:
     """Submit `harness <argv>` (a `run` command line, --detach removed) as a Flux job of one
     task; returns its job id (f58). The harness job submits the iterations to the same
-    instance. Its own output goes to OUTDIR/flux-harness-<id>.log, and OUTDIR/flux-detached.json
-    records the job (with its mode and target) for `status()`."""
+    instance, each `job_cores` cores. Its own output goes to OUTDIR/flux-harness-<id>.log, and
+    OUTDIR/flux-detached.json records the job (with its mode and target) for `status()`."""
     flux = bindings()
     argv = _strip_detach(argv)
     outdir = Path(outdir).resolve()
+    h = connect(uri)
+    _check_room(h, cores, job_cores)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"outdir {outdir}: {exc.strerror}") from None
-    h = connect(uri)
     command = [sys.executable, "-m", "harness.cli", *argv]
     env = dict(os.environ)
     js = jobspec_for(
@@ -68,6 +70,24 @@ def detach(
     with (outdir / DETACH_FILE).open("a") as fh:
         fh.write(json.dumps(entry) + "\n")
     return jobid.f58
+
+
+def _check_room(h, cores: int, job_cores: int) -> None:
+    """Refuse a run whose jobs could never start beside its harness: the harness job holds
+    its cores until the run ends, so an instance of fewer cores than both would leave every
+    iteration queued until --start-timeout cancels it (e.g. `flux start` on 2 cores, --np 2)."""
+    import flux.resource
+
+    try:
+        total = flux.resource.resource_list(h).get().all.ncores
+    except OSError as exc:
+        raise HarnessError(f"detach: cannot list the instance's resources: {exc}") from None
+    if total < cores + job_cores:
+        raise HarnessError(
+            f"detach: the instance has {total} core(s); the harness job holds {cores} and each "
+            f"job of the run needs {job_cores}, so no job could start beside it (run without "
+            "--detach, lower --np, or use a larger instance)"
+        )
 
 
 def job_states(entries: list[dict]) -> dict[str, str]:
