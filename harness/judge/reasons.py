@@ -25,6 +25,7 @@ import yaml
 from harness.application import Application
 from harness.errors import HarnessError
 from harness.judge.faults import KINDS
+from harness.reason_names import MPI_SINGLETON, SUCCESS, TIMEOUT, UNKNOWN
 
 __all__ = [
     "SUCCESS",
@@ -49,10 +50,9 @@ __all__ = [
 
 DATA = "data/reasons.yaml"
 
-# The reasons the code itself names (completion, fallbacks, faults; the report's success rate):
-# the file must have them, and everything else spells them by these constants.  Every other
-# reason comes from the file's rules and fault mapping alone.
-SUCCESS, MPI_SINGLETON, TIMEOUT, UNKNOWN = "success", "mpi-singleton", "timeout", "unknown"
+# The reasons the classifier itself gives (completion, fallbacks, faults; the report's success
+# rate): a reasons file must have them.  Every other reason comes from the file's rules and
+# fault mapping alone; harness.reason_names spells every name for the code.
 REQUIRED = (SUCCESS, MPI_SINGLETON, TIMEOUT, UNKNOWN)
 
 STRENGTHS = ("strong", "weak")

@@ -40,6 +40,7 @@ from harness.judge.classify import classify
 from harness.judge.faults import Fault
 from harness.judge.reasons import rules_for as judge_rules_for
 from harness.outdir import Outdir
+from harness.reason_names import MPI, OS_ABI, SUCCESS, UNKNOWN
 from harness.record_index import RecordIndex
 from harness.run.candidates import candidate_sets, census_body, gpu_flags, rank_candidates
 from harness.run.config import RunConfig, check_options
@@ -55,7 +56,7 @@ STEPS = ("pick", "acquire", "launch", "judge")
 # Reasons that may be the symptom of a bound library that does not load in the image (an MPI
 # or PMI that fails to initialise, or a failure no rule names); not e.g. mpi-singleton, where
 # the image's MPI never loads the bound library at all.
-SYMPTOMS = ("mpi", "unknown")
+SYMPTOMS = (MPI, UNKNOWN)
 MIN_FREE_BYTES = 64 * 1024  # below this the job's logs may have been cut short by the disk
 REDO_FLUSH_S = 60.0  # redone records wait at most this long for their rewrite of records.jsonl
 T = TypeVar("T")
@@ -262,7 +263,7 @@ class Experiment:
             started_at=started_at,
             events=result.events if result else [],
             steps=step.seconds,
-            stage=None if verdict.reason == "success" else stage,
+            stage=None if verdict.reason == SUCCESS else stage,
         )
 
     def timings(self, step, pulled: Pulled, result: JobResult | None, figures, start: float):
@@ -289,7 +290,7 @@ def cause_of(verdict, result: JobResult, sif: Path):
     if line is None:
         return verdict
     symptom = f"symptom ({verdict.reason}): {verdict.evidence}"
-    return replace(verdict, reason="os-abi", evidence=line, note=symptom, source="application")
+    return replace(verdict, reason=OS_ABI, evidence=line, note=symptom, source="application")
 
 
 def _select(cfg: RunConfig, images, host, store) -> tuple[list[matching.Verdict], float]:

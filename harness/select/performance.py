@@ -27,6 +27,7 @@ from pathlib import Path
 
 from harness import records
 from harness.errors import HarnessError
+from harness.reason_names import SUCCESS
 
 TIME_TO_SOLUTION = "time_to_solution_s"
 # measures where more is better; every other is a time (less is better)
@@ -101,7 +102,7 @@ def per_image(
     wanted = tuple(measures)
     values: dict[str, dict[str, list[float]]] = {}
     for rec in recs:
-        if rec.reason != "success" or rec.image is None:
+        if rec.reason != SUCCESS or rec.image is None:
             continue
         for m in wanted:
             v = value(rec, m)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import reason_names as reasons
 from harness import records
 from harness.errors import HarnessError
 from harness.select import matching
@@ -47,12 +48,13 @@ from harness.system import normalise_arch
 
 # The reference experiment's Flux views (run_experiments.py): OS, version as compspec says it.
 REFERENCE_VIEWS = (("rocky", "9.3"), ("rocky", "8.9"), ("ubuntu", "20.04"), ("ubuntu", "22.04"))
-# Labels of the reference experiment's published csv, as harness reasons.
+# Labels of the reference experiment's published csv (the keys: its words, not reasons), as
+# harness reasons.
 PUBLISHED_REASONS = {
-    "success": "success",
-    "os abi issue": "os-abi",
-    "missing gpu": "gpu",
-    "mpi error": "mpi",
+    "success": reasons.SUCCESS,
+    "os abi issue": reasons.OS_ABI,
+    "missing gpu": reasons.GPU,
+    "mpi error": reasons.MPI,
 }
 
 
@@ -93,13 +95,14 @@ class Environment:
 def rule_outcome(attrs: dict[str, str], env: Environment) -> tuple[str, str]:
     """(reason, why) the rules predict for one image in one environment."""
     if normalise_arch(attrs.get(ARCH, "")) != normalise_arch(env.arch):
-        return "arch", f"image {attrs.get(ARCH)} on a {env.arch} host"
+        return reasons.ARCH, f"image {attrs.get(ARCH)} on a {env.arch} host"
     if env.mounted_glibc:
         have = image_glibc(attrs)
         if have is None:
-            return "unknown", "image glibc unknown"
+            return reasons.UNKNOWN, "image glibc unknown"
         if _v(have) < _v(env.mounted_glibc):
-            return "os-abi", f"image glibc {have} < {env.mounted_glibc} of {env.name}"
+            return reasons.OS_ABI, f"image glibc {have} < {env.mounted_glibc} of {env.name}"
+    # "mpi" below is matching's comparison kind (attributes.yaml), not the reason
     if env.bound_mpi and matching.compare("mpi", env.bound_mpi[0], attrs.get(MPI) or "-"):
         # the host's MPI library replaces the image's: it needs its own sibling libraries and
         # components, which an image of another release of that MPI does not have
@@ -107,22 +110,22 @@ def rule_outcome(attrs: dict[str, str], env: Environment) -> tuple[str, str]:
         image_version = attrs.get(MPI_VERSION) or ""
         if _v(image_version)[:1] != _v(host_version)[:1]:
             why = f"{impl} {host_version} bound into an image of {impl} {image_version}"
-            return "os-abi", why + ": its sibling libraries are missing"
+            return reasons.OS_ABI, why + ": its sibling libraries are missing"
         if _v(image_version) != _v(host_version):
             why = f"{impl} {host_version} bound into an image of {impl} {image_version}"
-            return "mpi", why + ": the image's components do not match the library"
+            return reasons.MPI, why + ": the image's components do not match the library"
     if env.launcher_mpi:
         impl = attrs.get(MPI)
         if impl is None:
-            return "mpi", f"image without MPI under a {env.launcher_mpi} launcher"
+            return reasons.MPI, f"image without MPI under a {env.launcher_mpi} launcher"
         if not matching.compare("mpi", env.launcher_mpi, impl):
             # another MPI's launcher starts the ranks, which do not find each other: each
             # runs alone (seen on the lab both ways, Open MPI and MPICH)
             why = f"image MPI {impl} under a {env.launcher_mpi} launcher"
-            return "mpi-singleton", why
+            return reasons.MPI_SINGLETON, why
     if attrs.get(GPU, "no").lower() in matching.YES and not env.gpu:
-        return "gpu", "GPU image on a node without GPU"
-    return "success", ""
+        return reasons.GPU, "GPU image on a node without GPU"
+    return reasons.SUCCESS, ""
 
 
 @dataclass
@@ -138,13 +141,13 @@ class ModePrediction:
 
     @property
     def success(self) -> float:
-        return self.outcomes.get("success", 0.0)
+        return self.outcomes.get(reasons.SUCCESS, 0.0)
 
 
 def _outcome(attrs: dict[str, dict[str, str]], image: str, env: Environment) -> tuple[str, str]:
     """The rules' outcome, or unknown for an image whose artifact was skipped as invalid."""
     if image not in attrs:
-        return "unknown", "no usable artifact (skipped as invalid)"
+        return reasons.UNKNOWN, "no usable artifact (skipped as invalid)"
     return rule_outcome(attrs[image], env)
 
 
