@@ -157,7 +157,21 @@ def test_every_example_host_is_complete_or_says_it_is_partial(anchors):
 
 
 # -- against a census measured on the lab ---------------------------------------------------------
-@pytest.mark.parametrize("executor", ["local", "slurm", "flux"])
+UNSEEN_UNDER_FLUX = (
+    "the Flux shell binds Flux's own libpmi.so into the image, and that library's own needs "
+    "(libjansson from the host's system directory here) an image may lack: os-abi. A compspec "
+    "artifact does not list an image's libraries, so predict cannot see it (docs/minicluster.md)"
+)
+
+
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "local",
+        "slurm",
+        pytest.param("flux", marks=pytest.mark.xfail(strict=True, reason=UNSEEN_UNDER_FLUX)),
+    ],
+)
 def test_predict_holds_against_a_census_under_each_executor(tmp_path, lab, executor):
     """Each image's predicted outcome, with the MPI view of the executor that runs it (Slurm's
     PMI starts MPICH ranks too; mpirun does not), is the outcome a census measures."""
