@@ -1073,3 +1073,28 @@ def test_flux_cancel_of_the_detached_harness_cancels_its_jobs(flux_instance, tin
     assert _harness_jobs(since=since) == {}
     log = (outdir / f"flux-harness-{harness_job}.log").read_text()
     assert "harness: terminated; jobs in flight were stopped" in log
+
+
+def test_more_ranks_than_the_instance_has_cores_is_refused_before_the_run(
+    own_instance, tiny_sif, tmp_path
+):
+    """The request, not an image: Flux runs no job of more ranks than its cores hold, so the
+    run is refused in one line before anything is submitted or written."""
+    import flux
+    import flux.job
+    import flux.resource
+
+    inst = own_instance()
+    h = flux.Flux(inst.uri)
+    cores = flux.resource.resource_list(h).get().all.ncores
+    outdir = tmp_path / "out"
+    args = _run_args(_tiny_manifest(tmp_path, tiny_sif, ["true"]), outdir, 1, 1)
+    args[args.index("--np") + 1] = str(cores + 1)
+    proc = cli(*args, "--flux-uri", inst.uri)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"harness: error: --np {cores + 1}: the flux executor has {cores} slots here, so no "
+        "image could run (lower --np)"
+    ]
+    assert not outdir.exists()
+    assert flux.job.JobList(h, since=0).jobs() == []

@@ -79,13 +79,11 @@ class FluxExecutor:
     start_timeout_s: float | None = 600.0
     name: str = field(default="flux", init=False)
     version: str | None = field(default=None, init=False)  # the instance's, after preflight
-    caps: ClassVar[Caps] = Caps(describes_host=True)
+    caps: ClassVar[Caps] = Caps(describes_host=True, counts_slots=True)
     OPTIONS: ClassVar[tuple[Option, ...]] = (
         Option("--flux-uri", "uri", "the Flux instance (default: $FLUX_URI)"),
         Option("--nodes", "nodes", "spread each job over exactly this many nodes", {"type": int}),
-        Option(
-            "--cores-per-task", "cores_per_task", "cores Flux allocates per rank", {"type": int}
-        ),
+        Option("--cores-per-task", "cores_per_task", "cores Flux gives each rank", {"type": int}),
         Option(
             "--flux-output",
             "output",
@@ -175,6 +173,9 @@ class FluxExecutor:
             host, bootstrappable("flux", plugins), {hostmod.PMI: ",".join(interfaces)}
         )
 
+    def slots(self) -> int | None:
+        return fa.instance_slots(self.handle(), self.cores_per_task)
+
     # -- the job ---------------------------------------------------------------------------
     def binds(self, job: Job) -> list[str]:
         """`--bind` specs of the host files the image's programs load: Flux's PMI library (and
@@ -194,9 +195,7 @@ class FluxExecutor:
     def command(self, job: Job) -> list[str]:
         """The task command: apptainer exec with the binds that MPI under Flux needs."""
         binds = self.binds(job)
-        argv = [self._runtime, "exec"]
-        if self.contain:
-            argv.append("--contain")
+        argv = [self._runtime, "exec", *(["--contain"] if self.contain else [])]
         # the job shell expands {{tmpdir}}: the job's own directory, Open MPI's shm backing dir
         for spec in [*binds, TMPDIR, *self.extra_binds]:
             argv += ["--bind", spec]

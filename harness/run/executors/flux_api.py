@@ -114,6 +114,22 @@ def instance_version(handle) -> str | None:
         return None
 
 
+def instance_cores(handle) -> int | None:
+    """The cores of the instance's resources; None when it does not say."""
+    import flux.resource
+
+    try:
+        return int(flux.resource.resource_list(handle).get().all.ncores)
+    except (OSError, AttributeError):
+        return None
+
+
+def instance_slots(handle, cores_per_task: int) -> int | None:
+    """The most ranks one job can get: Flux runs no more than the instance's cores hold."""
+    cores = instance_cores(handle)
+    return None if cores is None else cores // cores_per_task
+
+
 def journaled_ids(h, entry: dict) -> list[int]:
     """The ids of the jobs a journal entry names: its id, else the active jobs of its name."""
     import flux.constants

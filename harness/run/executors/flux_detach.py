@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.run.executors.flux_api import bindings, connect
+from harness.run.executors.flux_api import bindings, connect, instance_cores
 from harness.run.executors.flux_jobspec import jobspec_for
 
 DETACH_FILE = "flux-detached.json"  # the detached harness jobs of an outdir, one per line
@@ -76,12 +76,9 @@ def _check_room(h, cores: int, job_cores: int) -> None:
     """Refuse a run whose jobs could never start beside its harness: the harness job holds
     its cores until the run ends, so an instance of fewer cores than both would leave every
     iteration queued until --start-timeout cancels it (e.g. `flux start` on 2 cores, --np 2)."""
-    import flux.resource
-
-    try:
-        total = flux.resource.resource_list(h).get().all.ncores
-    except OSError as exc:
-        raise HarnessError(f"detach: cannot list the instance's resources: {exc}") from None
+    total = instance_cores(h)
+    if total is None:
+        raise HarnessError("detach: the instance does not say how many cores it has")
     if total < cores + job_cores:
         raise HarnessError(
             f"detach: the instance has {total} core(s); the harness job holds {cores} and each "
