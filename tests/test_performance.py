@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ from harness.select import performance
 from harness.select.performance import spread
 from tests.conftest import ROOT, cli, require
 from tests.replay import SUCCESS
+from tests.test_records import make
+from tests.test_runner import config as runner_config
+from tests.test_runner import write_setup
 
 HOST = {
     "io.archspec.cpu.target": "amd64",
@@ -65,50 +69,21 @@ def test_overlap():
 
 def four_images(tmp_path: Path) -> dict:
     """Four runnable images (local SIF files, never executed) with their artifacts."""
-    entries, outputs = [], {}
-    for name, level in IMAGES.items():
-        sif = tmp_path / f"{name}.sif"
-        sif.write_bytes(b"SIF")
-        spec = {
-            "kind": "CompatibilitySpec",
-            "compatibilities": [
-                {
-                    "name": "org.supercontainers",
-                    "attributes": {
-                        "os.vendor": "debian",
-                        "os.version": "12",
-                        "hardware.gpu.available": "no",
-                        "mpi.implementation": "OpenMPI",
-                    },
-                },
-                {
-                    "name": "io.archspec",
-                    "attributes": {"cpu.target": "amd64", "cpu.microarchitecture": level},
-                },
-            ],
-        }
-        (tmp_path / f"{name}.json").write_text(json.dumps(spec))
-        entries.append({"name": str(sif), "artifact": f"{name}.json"})
-        outputs[sif.name] = {"stdout": SUCCESS}
-    manifest = tmp_path / "manifest.yaml"
-    manifest.write_text(json.dumps({"images": entries}))
-    host = tmp_path / "host.json"
-    host.write_text(json.dumps(HOST))
-    return {"manifest": manifest, "host": host, "outputs": outputs}
+    debian = {
+        "os.vendor": "debian",
+        "os.version": "12",
+        "hardware.gpu.available": "no",
+        "mpi.implementation": "OpenMPI",
+    }
+    images = {
+        name: (debian, {"cpu.target": "amd64", "cpu.microarchitecture": level}, {"stdout": SUCCESS})
+        for name, level in IMAGES.items()
+    }
+    return write_setup(tmp_path, images, HOST)
 
 
 def config(setup: dict, outdir: Path, **kw) -> runner.RunConfig:
-    return runner.RunConfig(
-        manifests=setup["manifest"],
-        mode=kw.pop("mode", "descriptive-performance"),
-        iters=kw.pop("iters", 6),
-        outdir=outdir,
-        seed=kw.pop("seed", 3),
-        executor="replay",
-        host_file=kw.pop("host_file", setup["host"]),
-        executor_options={"outputs": setup["outputs"]},
-        **kw,
-    )
+    return runner_config(setup, outdir, **{"mode": "descriptive-performance", "iters": 6, **kw})
 
 
 def write_census(outdir: Path, setup: dict, seconds: dict[str, list[float]], host=HOST) -> None:
@@ -123,32 +98,17 @@ def write_census(outdir: Path, setup: dict, seconds: dict[str, list[float]], hos
         for name, runs in seconds.items():
             if k >= len(runs):
                 continue
-            rec = records.Record(
-                iteration=i,
-                mode=records.CENSUS,
+            rec = replace(
+                make(i, records.CENSUS),
                 seed=1,
                 host=host,
                 candidates=names,
                 image=str(setup["manifest"].parent / f"{name}.sif"),
-                artifact=None,
-                artifact_digest=None,
-                image_digest=None,
                 executor="replay",
-                launcher="mpirun",
                 mpi_model="bind",
-                np=2,
-                argv=[],
-                exit_code=0,
-                signal=None,
-                timed_out=False,
-                pulled=False,
                 timings=records.Timings(run_s=runs[k]),
-                stdout_path=None,
-                stderr_path=None,
                 figures={},
-                reason="success",
                 evidence="Loop time of 1.5 on 2 procs",
-                started_at="2026-12-06T00:00:00+00:00",
             )
             records.append(outdir, rec)
             i += 1

@@ -50,31 +50,45 @@ IMAGES = {
 }
 
 
-def lab(tmp_path: Path, delays: dict | None = None, missing: tuple[str, ...] = ()) -> dict:
-    """Local SIF files (never executed), artifacts beside them, a manifest and a host file."""
+def write_setup(
+    tmp_path: Path, images: dict[str, tuple[dict, dict, dict]], host: dict, missing=()
+) -> dict:
+    """Local SIF files (never executed), each with its artifact (org.supercontainers and
+    io.archspec attributes) and what the replay executor prints for it; a manifest and a host
+    file. `missing`: images whose SIF file is not written."""
     entries, outputs = [], {}
-    for name, (attrs, output) in IMAGES.items():
+    for name, (supercontainers, archspec, output) in images.items():
         sif = tmp_path / f"{name}.sif"
         if name not in missing:
             sif.write_bytes(b"SIF")
         spec = {
             "kind": "CompatibilitySpec",
             "compatibilities": [
-                {
-                    "name": "org.supercontainers",
-                    "attributes": {"os.vendor": "debian", "mpi.implementation": "OpenMPI", **attrs},
-                },
-                {"name": "io.archspec", "attributes": {"cpu.target": "amd64"}},
+                {"name": "org.supercontainers", "attributes": supercontainers},
+                {"name": "io.archspec", "attributes": archspec},
             ],
         }
         (tmp_path / f"{name}.json").write_text(json.dumps(spec))
         entries.append({"name": str(sif), "artifact": f"{name}.json"})
-        outputs[sif.name] = {**output, "delay_s": (delays or {}).get(name, 0.0)}
+        outputs[sif.name] = output
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(json.dumps({"images": entries}))
-    host = tmp_path / "host.json"
-    host.write_text(json.dumps(HOST))
-    return {"manifest": manifest, "host": host, "outputs": outputs}
+    host_file = tmp_path / "host.json"
+    host_file.write_text(json.dumps(host))
+    return {"manifest": manifest, "host": host_file, "outputs": outputs}
+
+
+def lab(tmp_path: Path, delays: dict | None = None, missing: tuple[str, ...] = ()) -> dict:
+    """The images above, each printing its output after its delay."""
+    images = {
+        name: (
+            {"os.vendor": "debian", "mpi.implementation": "OpenMPI", **attrs},
+            {"cpu.target": "amd64"},
+            {**output, "delay_s": (delays or {}).get(name, 0.0)},
+        )
+        for name, (attrs, output) in IMAGES.items()
+    }
+    return write_setup(tmp_path, images, HOST, missing)
 
 
 def config(setup: dict, outdir: Path, **kw) -> runner.RunConfig:
@@ -85,7 +99,7 @@ def config(setup: dict, outdir: Path, **kw) -> runner.RunConfig:
         outdir=outdir,
         seed=kw.pop("seed", 3),
         executor="replay",
-        host_file=setup["host"],
+        host_file=kw.pop("host_file", setup["host"]),
         executor_options={"outputs": setup["outputs"]},
         **kw,
     )
