@@ -315,3 +315,25 @@ def test_isa_reason_under_mpirun_and_apptainer(lab, tmp_path):
 )
 def test_isa_rule_lines(line):
     assert classify(line + "\n", exit_code=132, ranks=2).reason == "isa"
+
+
+def test_census_ends_with_its_images_fastest_first_and_how_sure(tmp_path, capsys):
+    from harness.commands.run import _speeds
+
+    setup = four_images(tmp_path)
+    five = {
+        "plain": [4.0, 4.2, 4.1, 4.3, 4.0],
+        "opt": [2.9, 3.0, 3.1, 3.0, 2.95],
+        "v3": [3.05, 2.8, 3.2, 3.1, 3.1],  # a higher median than opt's, an interval that overlaps
+        "v4": [1.0, 1.1, 1.2, 1.05, 1.15],
+    }
+    write_census(tmp_path / "c", setup, five)
+    _speeds(tmp_path / "c")
+    lines = capsys.readouterr().err.splitlines()
+    assert "fastest first" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == ["v4.sif", "opt.sif", "v3.sif", "plain.sif"]
+    # 5 runs: the whole range, which covers the median with 94 %
+    assert lines[1].endswith("faster than the next")
+    assert "1.10 s [1.00–1.20] (covers 94%)" in lines[1]
+    assert lines[2].endswith("overlaps the next") and "n=5" in lines[2]
+    assert lines[3].endswith("faster than the next") and lines[4].endswith("n=5")

@@ -258,6 +258,7 @@ class _Eta:
 
 def _summary(cfg, counts) -> None:
     from harness.judge.reasons import SUCCESS
+    from harness.records import CENSUS
 
     n = sum(counts.values())
     ok = counts.get(SUCCESS, 0)
@@ -267,3 +268,28 @@ def _summary(cfg, counts) -> None:
         f"Report: harness report {cfg.outdir}",
         file=sys.stderr,
     )
+    if cfg.mode == CENSUS:
+        _speeds(cfg.outdir)
+
+
+def _speeds(outdir: Path) -> None:
+    """A census's answer to "which of my images is fastest here, and how sure are we": the
+    images that ran, fastest median time-to-solution first, each with its distribution-free
+    interval and whether that interval is clear of the next image's."""
+    from harness.select import performance
+
+    census = performance.read_census(outdir)
+    if census is None or not census.speeds:
+        return
+    order = performance.ranking(list(census.speeds), census, {})
+    width = max(len(short_name(name)) for name in order)
+    print("census: time-to-solution per image that ran, fastest first", file=sys.stderr)
+    for name, after in zip(order, [*order[1:], None], strict=True):
+        s = census.speeds[name]
+        covers = "" if s.coverage >= 0.95 else f" (covers {s.coverage:.0%})"
+        verdict = ""
+        if after is not None:
+            clear = not s.overlaps(census.speeds[after])
+            verdict = "  faster than the next" if clear else "  overlaps the next"
+        line = f"{short_name(name):<{width}}  {s.median:6.2f} s [{s.low:.2f}–{s.high:.2f}]{covers}"
+        print(f"  {line}  n={s.n}{verdict}", file=sys.stderr)
