@@ -4,16 +4,13 @@ An application is described by harness/data/applications/NAME.yaml (LAMMPS: lamm
 any file given as `--application FILE`), in the spirit of Ramble's application.py: the command
 an image runs when its manifest entry names none, the ranks it needs, the executables it
 covers, its completion criteria, its own failure rules (checked by harness.judge.reasons) and
-its figures of merit, each with a regex and units.  A base module: selection (the manifest's
-default command), the run and the judge all read it.  ``parse_figures(text)`` reads the lines
-LAMMPS itself prints:
-
-    LAMMPS (29 Sep 2021 - Update 2)
-    Loop time of 7.66242 on 4 procs for 100 steps with 2432 atoms
-    Performance: 0.113 ns/day, 212.845 hours/ns, 13.051 timesteps/s
-    Total wall time: 0:00:07
-
-and returns a dict holding only the keys it found.  Several "Loop time" lines mean several
+its figures of merit, each with a regex and units (which way each improves, and whether the
+report shows it as a column), the program in an image that says its architecture and MPI,
+what in its command asks for a GPU, and a published protocol's own command.  A base module:
+selection (the manifest's default command, artifacts), the run, the judge and the report all
+read it.  ``parse_figures(text)`` reads the lines the application itself prints (lammps.yaml
+shows LAMMPS' banner, "Loop time", "Performance" and "Total wall time" lines) and returns a
+dict holding only the keys it found.  Several "Loop time" lines mean several
 runs (an input with several ``run`` commands, or MPI singletons: one LAMMPS per rank, each
 "on 1 procs"); the numbers are the ones of the last run and ``loop_lines`` says how many there
 were.
@@ -152,15 +149,16 @@ class GpuAsks:
 @dataclass(frozen=True)
 class Reference:
     """A published protocol's own command (the MiniCluster executor's `--protocol reference`):
-    the executable, another one for GPU images (their tag says gpu), and its arguments."""
+    the executable, another one for GPU images (whose tag holds `gpu_tag`), and its arguments."""
 
     source: str
     executable: str
     gpu_executable: str
+    gpu_tag: str
     args: tuple[str, ...]
 
     def command(self, image: str) -> tuple[str, ...]:
-        gpu = "gpu" in image.rsplit("/", 1)[-1]
+        gpu = self.gpu_tag in image.rsplit("/", 1)[-1]
         return (self.gpu_executable if gpu else self.executable, *self.args)
 
 
@@ -458,7 +456,7 @@ def _reference(raw: object, where: str) -> Reference | None:
     """The `reference` section: a published protocol's command, checked."""
     if raw is None:
         return None
-    words = ("source", "executable", "gpu_executable")
+    words = ("source", "executable", "gpu_executable", "gpu_tag")
     if (
         not isinstance(raw, dict)
         or set(raw) != {*words, "args"}
@@ -467,7 +465,7 @@ def _reference(raw: object, where: str) -> Reference | None:
         or not all(isinstance(a, str) and a for a in raw["args"])
     ):
         raise _fail(where, f"'reference' needs {', '.join(words)} (words) and args (a list)")
-    return Reference(raw["source"], raw["executable"], raw["gpu_executable"], tuple(raw["args"]))
+    return Reference(*(raw[k] for k in words), tuple(raw["args"]))
 
 
 def _app_time(timings: object, figures: list[Figure], where: str) -> str | None:
