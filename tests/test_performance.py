@@ -315,3 +315,24 @@ def test_isa_reason_under_mpirun_and_apptainer(lab, tmp_path):
 )
 def test_isa_rule_lines(line):
     assert classify(line + "\n", exit_code=132, ranks=2).reason == "isa"
+
+
+def test_the_direction_of_a_measure_is_its_applications():
+    """A census ranks by its records' application's figures: higher first where the file says
+    `better: higher` (a bandwidth, a rate), lower first for a time or a figure it does not know."""
+
+    def census(measure: str, app: str) -> performance.Census:
+        speeds = {"a": spread([1.0]), "b": spread([3.0]), "c": spread([2.0])}
+        return performance.Census(Path("."), {}, {}, speeds, measure, app)
+
+    names = ["a", "b", "c", "never"]
+    assert performance.ranking(names, census("max_bandwidth_mbps", "netpipe"), {}) == [
+        "b",
+        "c",
+        "a",
+        "never",
+    ]
+    assert performance.ranking(names, census("latency_us", "netpipe"), {})[:3] == ["a", "c", "b"]
+    assert performance.ranking(names, census("timesteps_per_s", "lammps"), {})[0] == "b"
+    assert performance.ranking(names, census("timesteps_per_s", "netpipe"), {})[0] == "a"
+    assert performance.ranking(names, census("max_bandwidth_mbps", "mine"), {})[0] == "a"
