@@ -4,16 +4,13 @@ An application is described by harness/data/applications/NAME.yaml (LAMMPS: lamm
 any file given as `--application FILE`), in the spirit of Ramble's application.py: the command
 an image runs when its manifest entry names none, the ranks it needs, the executables it
 covers, its completion criteria, its own failure rules (checked by harness.judge.reasons) and
-its figures of merit, each with a regex and units.  A base module: selection (the manifest's
-default command), the run and the judge all read it.  ``parse_figures(text)`` reads the lines
-LAMMPS itself prints:
-
-    LAMMPS (29 Sep 2021 - Update 2)
-    Loop time of 7.66242 on 4 procs for 100 steps with 2432 atoms
-    Performance: 0.113 ns/day, 212.845 hours/ns, 13.051 timesteps/s
-    Total wall time: 0:00:07
-
-and returns a dict holding only the keys it found.  Several "Loop time" lines mean several
+its figures of merit, each with a regex and units (which way each improves, and whether the
+report shows it as a column), the program in an image that says its architecture and MPI,
+what in its command asks for a GPU, and a published protocol's own command.  A base module:
+selection (the manifest's default command, artifacts), the run, the judge and the report all
+read it.  ``parse_figures(text)`` reads the lines the application itself prints (lammps.yaml
+shows LAMMPS' banner, "Loop time", "Performance" and "Total wall time" lines) and returns a
+dict holding only the keys it found.  Several "Loop time" lines mean several
 runs (an input with several ``run`` commands, or MPI singletons: one LAMMPS per rank, each
 "on 1 procs"); the numbers are the ones of the last run and ``loop_lines`` says how many there
 were.
@@ -29,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
@@ -44,11 +41,14 @@ __all__ = [
     "Application",
     "Criterion",
     "Figure",
+    "GpuAsks",
+    "Reference",
     "app_timings",
     "available",
     "banner_count",
     "figure_units",
     "iter_loop_lines",
+    "known",
     "load",
     "parse_figures",
 ]
@@ -57,6 +57,7 @@ DEFAULT = "lammps"
 ROLES = ("completed", "run", "process")  # the criteria the classifier reads
 TYPES = ("str", "int", "float", "hms", "count")
 KEEP = ("first", "last", "max", "min")
+BETTER = ("higher", "lower")  # which way a figure of merit improves
 STREAMS = (["stdout"], ["stdout", "stderr"])  # the job's output its figures are read from
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # an application's name: it goes into records
 
@@ -82,6 +83,8 @@ class Figure:
     keep: str = "last"  # which line's value: first, last, or the max or min over the lines
     scale_group: str | None = None
     scale: Mapping[str, float] = field(default_factory=dict)
+    better: str | None = None  # higher or lower: a measure a census can rank images by
+    column: str | None = None  # its label as a headline column of the report's census table
 
     def value(self, m: re.Match[str]):
         raw = m[self.name]
@@ -123,6 +126,43 @@ def _reader(fig: Figure) -> _Reader:
 
 
 @dataclass(frozen=True)
+class GpuAsks:
+    """What in an application's command asks for a GPU (harness.select.gpu_use follows the
+    command and applies these): switches naming accelerated styles or packages, a switch that
+    turns a device package on with a device count, and the same words in its input script."""
+
+    suffix_switches: tuple[str, ...] = ()  # name the styles to use ("-sf gpu")
+    hybrid: str | None = None  # a suffix value that names two styles after it
+    package_switches: tuple[str, ...] = ()  # name a package and its options ("-pk gpu 1")
+    device_switches: tuple[str, ...] = ()  # turn a device package on ("-k on g 1")
+    device_on: str = "on"
+    device_counts: tuple[str, ...] = ()  # the device switch's keys of its GPU count
+    input_switches: tuple[str, ...] = ()  # name the input script, whose commands count too
+    input_commands: tuple[str, ...] = ()  # input commands naming a style or package
+    gpu_styles: tuple[str, ...] = ()  # style and package names that ask for a GPU
+    kokkos_styles: tuple[str, ...] = ()  # those that use KOKKOS (a GPU if it was built so)
+    kokkos_help: tuple[str, ...] = ()  # arguments that make the program print its build
+    kokkos_help_line: re.Pattern[str] | None = None  # that output's KOKKOS backends (group 1)
+    kokkos_libraries: re.Pattern[str] | None = None  # libraries that may hold KOKKOS' code
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published protocol's own command (the MiniCluster executor's `--protocol reference`):
+    the executable, another one for GPU images (whose tag holds `gpu_tag`), and its arguments."""
+
+    source: str
+    executable: str
+    gpu_executable: str
+    gpu_tag: str
+    args: tuple[str, ...]
+
+    def command(self, image: str) -> tuple[str, ...]:
+        gpu = self.gpu_tag in image.rsplit("/", 1)[-1]
+        return (self.gpu_executable if gpu else self.executable, *self.args)
+
+
+@dataclass(frozen=True)
 class Application:
     name: str
     executables: tuple[str, ...]
@@ -140,6 +180,11 @@ class Application:
     # its own failure rules, as reasons.yaml writes rules (checked by harness.judge.reasons),
     # tried before the general ones
     rules: tuple[Mapping, ...] = ()
+    # the program in an image whose ELF header and libraries say its architecture and MPI,
+    # and that the GPU check follows when the image names no command
+    program: str | None = None
+    gpu: GpuAsks = field(default_factory=GpuAsks)
+    reference: Reference | None = None
     # derived: the one alternation of all figure lines, and the figures of each line kind
     _scan: re.Pattern[str] = field(default=re.compile(r"(?!)"), repr=False, compare=False)
     _by_line: Mapping[str, tuple[_Reader, ...]] = field(
@@ -148,6 +193,14 @@ class Application:
 
     def units(self) -> dict[str, str]:
         return {f.name: f.units for f in self.figures}
+
+    def columns(self) -> tuple[Figure, ...]:
+        """The figures shown as columns of the report's census table, in the file's order."""
+        return tuple(f for f in self.figures if f.column)
+
+    def higher_is_better(self, name: str) -> bool:
+        """True for a figure that improves upward (a rate); False for a time or an unknown."""
+        return any(f.name == name and f.better == "higher" for f in self.figures)
 
     def parse_figures(self, text: str) -> dict:
         out: dict = {}
@@ -231,7 +284,7 @@ def parse(data: object, where: str) -> Application:
     if not isinstance(exes, list) or not all(isinstance(e, str) and e for e in exes):
         raise _fail(where, "'executables' must be a list of program names")
 
-    command, ranks, streams = _run(data.get("run"), where)
+    command, ranks, streams, program = _run(data.get("run"), where)
     rules = data.get("rules") or []
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise _fail(where, "'rules' must be a list of rules (as in reasons.yaml)")
@@ -264,6 +317,9 @@ def parse(data: object, where: str) -> Application:
         ranks=ranks,
         streams=streams,
         rules=tuple(rules),
+        program=program,
+        gpu=_gpu(data.get("gpu"), macros, where),
+        reference=_reference(data.get("reference"), where),
         _scan=scan,
         _by_line=MappingProxyType(by_line),
     )
@@ -333,13 +389,22 @@ def _figure(i: int, body: object, lines: dict, macros: dict, where: str) -> Figu
             raise _fail(where, f"figure {name}: scale needs a float, a group and factors")
         scale_group = scale["group"]
         factors = {str(k): float(v) for k, v in scale["factors"].items()}
-    return Figure(name, units, kind, ftype, rx, keep, scale_group, MappingProxyType(factors))
+    better, column = body.get("better"), body.get("column")
+    if better is not None and (better not in BETTER or ftype not in ("int", "float", "hms")):
+        raise _fail(where, f"figure {name}: better must be higher or lower (numbers only)")
+    if column is not None and (not isinstance(column, str) or not column or better is None):
+        raise _fail(where, f"figure {name}: a column needs a label and better")
+    factors = MappingProxyType(factors)
+    return Figure(name, units, kind, ftype, rx, keep, scale_group, factors, better, column)
 
 
-def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
-    """The `run` section: (default command, fixed ranks or None, figure streams), checked."""
-    if not isinstance(run, dict) or set(run) - {"command", "ranks", "figures_from"}:
-        raise _fail(where, "'run' must be a mapping of command (and ranks, figures_from)")
+def _run(
+    run: object, where: str
+) -> tuple[tuple[str, ...], int | None, tuple[str, ...], str | None]:
+    """The `run` section: (default command, fixed ranks or None, figure streams, the image's
+    program), checked."""
+    if not isinstance(run, dict) or set(run) - {"command", "ranks", "figures_from", "program"}:
+        raise _fail(where, "'run' must be a mapping of command (and ranks, figures_from, program)")
     command = run.get("command")
     if (
         not isinstance(command, list)
@@ -354,7 +419,53 @@ def _run(run: object, where: str) -> tuple[tuple[str, ...], int | None, tuple[st
     if streams not in STREAMS:
         shown = " or ".join(str(s) for s in STREAMS)
         raise _fail(where, f"run: 'figures_from' must be {shown}")
-    return tuple(command), ranks, tuple(streams)
+    program = run.get("program")
+    if program is not None and not (isinstance(program, str) and program.startswith("/")):
+        raise _fail(where, "run: 'program' must be an absolute path in the image")
+    return tuple(command), ranks, tuple(streams), program
+
+
+_GPU_WORDS = ("hybrid", "device_on")
+_GPU_PATTERNS = ("kokkos_help_line", "kokkos_libraries")
+
+
+def _gpu(raw: object, macros: dict, where: str) -> GpuAsks:
+    """The `gpu` section: what in the command asks for a GPU, checked (none: only a GPU
+    runtime the program links says it uses one)."""
+    if raw is None:
+        return GpuAsks()
+    known = {f.name for f in fields(GpuAsks)}
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise _fail(where, f"'gpu' may hold {', '.join(sorted(known))}")
+    values: dict = {}
+    for key, value in raw.items():
+        if key in _GPU_PATTERNS:
+            values[key] = _compile(value, macros, where, f"gpu {key}")
+        elif key in _GPU_WORDS:
+            if not isinstance(value, str) or not value:
+                raise _fail(where, f"gpu: {key} must be a word")
+            values[key] = value
+        elif not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise _fail(where, f"gpu: {key} must be a list of words")
+        else:
+            values[key] = tuple(value)
+    return GpuAsks(**values)
+
+
+def _reference(raw: object, where: str) -> Reference | None:
+    """The `reference` section: a published protocol's command, checked."""
+    if raw is None:
+        return None
+    words = ("source", "executable", "gpu_executable", "gpu_tag")
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != {*words, "args"}
+        or not all(isinstance(raw[k], str) and raw[k] for k in words)
+        or not isinstance(raw["args"], list)
+        or not all(isinstance(a, str) and a for a in raw["args"])
+    ):
+        raise _fail(where, f"'reference' needs {', '.join(words)} (words) and args (a list)")
+    return Reference(*(raw[k] for k in words), tuple(raw["args"]))
 
 
 def _app_time(timings: object, figures: list[Figure], where: str) -> str | None:
@@ -387,6 +498,12 @@ def load(name: str = DEFAULT) -> Application:
     """The application `name`: one of harness/data/applications/NAME.yaml, or a file (a value
     with a path separator or a .yaml/.yml suffix); parsed once."""
     return _load(name)
+
+
+def known(name: str) -> Application | None:
+    """The application a record names, when this harness describes it (a record of
+    `--application FILE` names one it may not); a record's name is never read as a path."""
+    return load(name) if name in available() else None
 
 
 def is_file_name(value: str) -> bool:

@@ -204,6 +204,14 @@ def test_unknown_application():
         (lambda d: d.update(rules={"reason": "arch"}), "'rules' must be"),
         (lambda d: d["figures"][0].update(keep="max"), "max, min: numbers"),
         (lambda d: d.update(name="lammps; rm -rf /"), "'name' may hold"),
+        (lambda d: d["run"].update(program="lmp"), "'program' must be an absolute path"),
+        (lambda d: d["figures"][1].update(better="faster"), "better must be higher or lower"),
+        (lambda d: d["figures"][0].update(better="higher"), "numbers only"),
+        (lambda d: d["figures"][3].update(column="steps"), "a column needs a label and better"),
+        (lambda d: d["gpu"].update(styles=["gpu"]), "'gpu' may hold"),
+        (lambda d: d["gpu"].update(gpu_styles="gpu"), "gpu_styles must be a list"),
+        (lambda d: d["gpu"].update(kokkos_help_line="KOKKOS ("), "bad regex"),
+        (lambda d: d["reference"].pop("gpu_tag"), "'reference' needs"),
     ],
 )
 def test_application_file_is_checked(edit, message):
@@ -271,3 +279,32 @@ def test_netpipe_is_judged_by_its_own_lines():
     assert parse_figures(text) == {}
     assert netpipe.process_count(text) == 2  # "1: vm", "0: vm"; no block line
     assert [p for p, _ in netpipe.iter_runs(text)] == [2]
+
+
+def test_what_the_report_and_the_artifact_read_is_data():
+    """The image's program, the headline columns with the way each figure improves, what asks
+    for a GPU and the reference protocol's command: each application's file says them."""
+    from harness.application import known, load
+
+    lammps, netpipe = load("lammps"), load("netpipe")
+    assert lammps.program == "/usr/bin/lmp" and netpipe.program == "/usr/bin/NPopenmpi"
+    assert [(f.name, f.column) for f in lammps.columns()] == [
+        ("loop_time_s", "loop time"),
+        ("timesteps_per_s", "timesteps/s"),
+    ]
+    assert [(f.name, f.column) for f in netpipe.columns()] == [
+        ("max_bandwidth_mbps", "max bandwidth"),
+        ("latency_us", "latency"),
+    ]
+    assert lammps.higher_is_better("ns_per_day") and not lammps.higher_is_better("pair_s")
+    assert netpipe.higher_is_better("max_bandwidth_mbps")
+    assert not netpipe.higher_is_better("latency_us")
+    assert not netpipe.higher_is_better("ns_per_day")  # not NetPIPE's figure
+    assert "-sf" in lammps.gpu.suffix_switches and netpipe.gpu.suffix_switches == ()
+    ref = lammps.reference
+    assert ref is not None and netpipe.reference is None
+    assert ref.command("ghcr.io/rse-ops/lammps-matrix:intel-mpi-rocky-9-amd64")[0] == "lmp"
+    gpu = ref.command("ghcr.io/rse-ops/lammps-matrix:openmpi-ubuntu-gpu-22.04")
+    assert gpu[0] == "lmp_gpu" and gpu[-3:] == ("-in", "in.reaxc.hns", "-nocite")
+    # a record names an application; only a described one is loaded, never a path
+    assert known("netpipe") is netpipe and known("mine") is None and known("/etc/x.yaml") is None

@@ -991,3 +991,24 @@ def test_lab_more_ranks_than_slots_is_infra_with_the_launchers_sentence(tmp_path
 )
 def test_schedulers_refusing_the_request_is_infra(line):
     assert classify(line, exit_code=1, ranks=8).reason == "infra"
+
+
+def test_cli_judges_logs_by_the_application_given(tmp_path):
+    """`harness classify --application netpipe`: NetPIPE's own criteria (a measured block, the
+    main loop on two ranks) make its log a success; judged as LAMMPS it is none, and an
+    unknown application is one line naming it."""
+    from tests.conftest import cli
+    from tests.replay import NETPIPE, NETPIPE_STDERR
+
+    (tmp_path / "iter-0000.out").write_text(NETPIPE)
+    (tmp_path / "iter-0000.err").write_text(NETPIPE_STDERR)
+    got = {}
+    for app in ("netpipe", "lammps"):
+        proc = cli("classify", str(tmp_path), "--json", "--application", app)
+        assert proc.returncode == 0, proc.stderr
+        (got[app],) = json.loads(proc.stdout)
+    assert got["netpipe"]["reason"] == "success", got["netpipe"]
+    assert got["lammps"]["reason"] != "success", got["lammps"]
+    proc = cli("classify", str(tmp_path), "--application", "gromacs")
+    assert proc.returncode != 0 and "unknown application 'gromacs'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

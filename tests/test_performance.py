@@ -337,3 +337,24 @@ def test_census_ends_with_its_images_fastest_first_and_how_sure(tmp_path, capsys
     assert "1.10 s [1.00–1.20] (covers 94%)" in lines[1]
     assert lines[2].endswith("overlaps the next") and "n=5" in lines[2]
     assert lines[3].endswith("faster than the next") and lines[4].endswith("n=5")
+
+
+def test_the_direction_of_a_measure_is_its_applications():
+    """A census ranks by its records' application's figures: higher first where the file says
+    `better: higher` (a bandwidth, a rate), lower first for a time or a figure it does not know."""
+
+    def census(measure: str, app: str) -> performance.Census:
+        speeds = {"a": spread([1.0]), "b": spread([3.0]), "c": spread([2.0])}
+        return performance.Census(Path("."), {}, {}, speeds, measure, app)
+
+    names = ["a", "b", "c", "never"]
+    assert performance.ranking(names, census("max_bandwidth_mbps", "netpipe"), {}) == [
+        "b",
+        "c",
+        "a",
+        "never",
+    ]
+    assert performance.ranking(names, census("latency_us", "netpipe"), {})[:3] == ["a", "c", "b"]
+    assert performance.ranking(names, census("timesteps_per_s", "lammps"), {})[0] == "b"
+    assert performance.ranking(names, census("timesteps_per_s", "netpipe"), {})[0] == "a"
+    assert performance.ranking(names, census("max_bandwidth_mbps", "mine"), {})[0] == "a"

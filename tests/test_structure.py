@@ -188,7 +188,8 @@ NAMES_MODULE = "harness.reason_names"
 # may only go down (an entry at 0 is removed). These are the same word in another sense (the
 # record field "application", the attribute family "gpu", the fault kind "pull").
 REASON_LITERALS = {
-    "harness.application": 1,  # "application": the kind of input file read
+    # "application": the kind of input file read; "gpu": a section of the application's file
+    "harness.application": 2,
     "harness.judge.faults": 1,  # "pull": a fault kind
     "harness.judge.provenance": 1,  # "application": a provenance source
     "harness.lab.matrix": 2,  # "arch": a field of the lab spec
@@ -196,7 +197,7 @@ REASON_LITERALS = {
     "harness.records": 2,  # "application": a record field and a source
     "harness.report.document": 2,  # "success": a column heading
     "harness.report.export": 1,  # "success": a CSV column
-    "harness.report.model": 1,  # "success": a JSON key
+    "harness.report.model": 2,  # "success", "application": JSON keys
     "harness.report.stats": 1,  # "success": a JSON key
     "harness.run.executors": 1,  # "unknown": a Flux version not reported
     # "timeout": the scheduler's own limit (an event kind), the harness's cancel for its limit
@@ -205,12 +206,10 @@ REASON_LITERALS = {
     "harness.run.executors.flux_events": 1,  # "timeout": a Flux exception type
     "harness.run.executors.image_mpi": 1,  # "mpi": a key of the record's pmi entry
     "harness.run.executors.minicluster_pods": 1,  # "pull": a fault kind
-    "harness.run.executors.minicluster_render": 1,  # "gpu": in an image's name
     "harness.run.executors.slurm": 2,  # "mpi": an option's key; "unknown": a job state
     "harness.run.runner": 4,  # "application": a field and a source; "pull": a fault kind
     "harness.run.runtime": 1,  # "pull": Apptainer's command
     "harness.select.artifact_create": 3,  # "unknown": an MPI variant not yet known
-    "harness.select.gpu_use": 4,  # "gpu": LAMMPS' GPU package as its switches name it
     "harness.select.matching": 3,  # "arch", "mpi": comparison kinds of attributes.yaml
     # "mpi": matching's comparison kind; "success": a label of the published csv
     "harness.select.predict": 3,
@@ -248,3 +247,28 @@ def test_the_reason_check_sees_a_literal():
     text = f"r = {REASONS[0]!r}\n"
     texts = {"harness.x": text, REASONS_MODULE: text, NAMES_MODULE: text}
     assert reason_literals(texts) == {"harness.x": 1}
+
+
+# The application is data (harness/data/applications/NAME.yaml, read by harness.application):
+# no module names LAMMPS' program, inputs or figures, except the lab, which builds LAMMPS images.
+APPLICATION_LITERALS = ("/usr/bin/lmp", "lmp_gpu", "timesteps", "in.lj", "in.reaxc")
+APPLICATION_FREE_EXCEPT = ("harness.lab",)
+
+
+def application_literals(texts: dict[str, str]) -> dict[str, list[str]]:
+    """Per module (the lab left out), the application literals its text holds."""
+    return {
+        name: hits
+        for name, text in texts.items()
+        if not name.startswith(APPLICATION_FREE_EXCEPT)
+        and (hits := [w for w in APPLICATION_LITERALS if w in text])
+    }
+
+
+def test_no_application_literal_outside_the_data():
+    assert application_literals(sources()) == {}
+
+
+def test_the_application_check_sees_a_literal():
+    texts = {"harness.x": 'CMD = "lmp -in in.lj"\n', "harness.lab.build": "in.lj\n"}
+    assert application_literals(texts) == {"harness.x": ["in.lj"]}

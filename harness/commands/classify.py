@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.commands.options import application_arg
 from harness.errors import HarnessError
 
 
@@ -12,12 +13,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify raw job logs")
     p.add_argument("paths", nargs="+", type=Path, help="log files or directories of them")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    application_arg(p)  # its completion criteria, its own failure rules
     p.set_defaults(main=main)
 
 
 def main(args) -> int:
+    from harness import application
     from harness.judge.classify import classify_file
 
+    app = application.load(args.application)  # a bad name or file: one line, before any log
     files: list[Path] = []
     for path in args.paths:
         if path.is_dir():
@@ -28,7 +32,8 @@ def main(args) -> int:
             raise HarnessError(f"{path}: no such file or directory")
     # A job's stdout (X.out) is read with its stderr (X.err), as `harness run` classifies it.
     results = [
-        (f, classify_file(f, f.with_suffix(".err") if f.suffix == ".out" else None)) for f in files
+        (f, classify_file(f, f.with_suffix(".err") if f.suffix == ".out" else None, app))
+        for f in files
     ]
     if args.json:
         print(

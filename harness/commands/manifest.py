@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import application
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("manifest", help="compspec-go manifests")
@@ -16,8 +18,9 @@ def add_parser(sub) -> None:
         dest="image_command",
         action="append",
         metavar="ARG",
-        help="one argument of what to run in each image, in order, e.g. --command=lmp "
-        "--command=-in --command=in.lj (default: lmp -in in.lj)",
+        help="one argument of what to run in each image, in order, e.g. --command=prog "
+        "--command=-in --command=input (default: the application's command, "
+        f"{' '.join(application.load().command)})",
     )
     m.add_argument("--workdir", help="where to run it inside the image")
     p.set_defaults(main=main)

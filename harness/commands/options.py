@@ -93,6 +93,20 @@ def mpi_model_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def application_arg(p: argparse.ArgumentParser) -> None:
+    """--application: what the images run and how its output is judged."""
+    from harness import application
+
+    p.add_argument(
+        "--application",
+        default=application.DEFAULT,
+        metavar="NAME|FILE",
+        help="what the images run and how it is judged: an application of "
+        f"harness/data/applications/ ({', '.join(application.available())}; default "
+        f"{application.DEFAULT}) or such a YAML file",
+    )
+
+
 def launch_args(p: argparse.ArgumentParser) -> None:
     """How each job is launched: shared by `run` and `census`, executors' own options too."""
     from harness.run.executors import AUTO, executor_class, names
@@ -109,13 +123,7 @@ def launch_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="MPI ranks (default 2; the minicluster reference protocol: 4, as the reference ran)",
     )
-    p.add_argument(
-        "--application",
-        default="lammps",
-        metavar="NAME|FILE",
-        help="what the images run and how it is judged: an application of "
-        "harness/data/applications/ (lammps, the default; netpipe) or such a YAML file",
-    )
+    application_arg(p)
     p.add_argument(
         "--dry-run",
         action="store_true",

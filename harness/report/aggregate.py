@@ -2,8 +2,9 @@
 
 Memory is bounded by what is aggregated, not by the file: per (outdir, mode) and per (outdir,
 image) of the census the count of each reason, the values the medians and figures need (run
-time of successful runs per mode; loop time and timesteps/s of successful census runs per
-image), the most frequent evidence lines of each failure reason (exact up to EVIDENCE_KEPT
+time of successful runs per mode; run time and the application's headline figures of merit
+(its `column`s in harness/data/applications/NAME.yaml) of successful census runs per image),
+the most frequent evidence lines of each failure reason (exact up to EVIDENCE_KEPT
 distinct lines per group, the most frequent of them kept beyond that), and the first
 ITERATIONS_KEPT iterations of each outdir for the HTML report's list of logs.
 
@@ -21,9 +22,10 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
-from harness import records
+from harness import application, records
 from harness.errors import HarnessError
 from harness.judge.reasons import SUCCESS
 from harness.records import CENSUS, CENSUS_FILE, CENSUS_SCHEMA, Record
@@ -42,7 +44,16 @@ ITERATIONS_KEPT = 5000  # iterations per outdir listed with their logs in report
 # The successes' values each kind of group keeps, and whether each is a duration: a duration
 # longer than the time since the epoch is none the harness measured (the run began after it).
 MODE_VALUES = {"run_s": True}
-IMAGE_VALUES = {"run_s": True, "loop_time_s": True, "timesteps_per_s": False}
+
+
+@cache
+def image_values(app_name: str) -> dict[str, bool]:
+    """What a census image's group keeps: run_s, and the headline figures of the application
+    its records name (a figure in seconds is a duration); none of an application this harness
+    does not describe (a record of `--application FILE`)."""
+    app = application.known(app_name)
+    columns = app.columns() if app is not None else ()
+    return {"run_s": True, **{f.name: f.units == "s" for f in columns}}
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,10 @@ class TopLines:
 class Group:
     """The records of one (outdir, mode) or one (outdir, image) of the census."""
 
-    __slots__ = ("reasons", "values", "evidence", "most")
+    __slots__ = ("reasons", "values", "evidence", "most", "app")
 
-    def __init__(self, kinds: dict[str, bool]) -> None:
+    def __init__(self, kinds: dict[str, bool], app_name: str = application.DEFAULT) -> None:
+        self.app = app_name  # the application whose figures `values` keeps
         self.reasons: dict[str, int] = {}
         self.values: dict[str, array] = {name: array("d") for name in kinds}
         self.evidence: dict[str, TopLines] = {}
@@ -164,7 +176,8 @@ class OutdirData:
                 return  # no image to count it against
             group = self.images.get(record.image)
             if group is None:
-                group = self.images[record.image] = Group(IMAGE_VALUES)
+                app = record.application
+                group = self.images[record.image] = Group(image_values(app), app)
         else:
             group = self.modes.get(record.mode)
             if group is None:

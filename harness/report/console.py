@@ -117,16 +117,16 @@ def _image_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> 
         ]
         for k in keys
     ]
+    columns = [c for c in summary.columns if any(c.name in images[k].figures for k in keys)]
     right = [
         [
-            fmt.secs(images[k].loop_time_s),
-            fmt.num(images[k].timesteps_per_s),
+            *(fmt.figure(images[k].figures.get(c.name), c.units) for c in columns),
             images[k].evidence or "–",
         ]
         for k in keys
     ]
     head_left = ["image", "runs", "ok", "rate [95 % CI]", "reason"]
-    head_right = ["loop time", "timesteps/s", "evidence"]
+    head_right = [*(c.label for c in columns), "evidence"]
     title = f"{label}: census, outcome per image"
     if wide:
         body = [[*a, *b] for a, b in zip(left, right, strict=True)]

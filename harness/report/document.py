@@ -139,8 +139,9 @@ def _expected(summary: Summary) -> Section:
 def _images(summary: Summary) -> Section:
     short = fmt.short_images(summary)
     head = ["image", "runs", "n", "success", "rate", "reason", "evidence"]
-    head += ["loop time (median)", "timesteps/s (median)"]
-    table = Table(head, "lrrrrllrr", empty="(no census runs)")
+    head += [f"{c.label} (median)" for c in summary.columns]
+    align = "lrrrrll" + "r" * len(summary.columns)
+    table = Table(head, align, empty="(no census runs)")
     for key, m in (summary.images or {}).items():
         table.rows.append(
             [
@@ -151,8 +152,7 @@ def _images(summary: Summary) -> Section:
                 fmt.pct(m.rate),
                 m.reason or "–",
                 Code(m.evidence) if m.evidence else "–",
-                fmt.secs(m.loop_time_s),
-                fmt.num(m.timesteps_per_s),
+                *(fmt.figure(m.figures.get(c.name), c.units) for c in summary.columns),
             ]
         )
     return Section("images", [Heading("Census: outcome per image"), table])
@@ -184,8 +184,9 @@ HOW_TO_READ = [
     "minus the fastest image's median in the outdir's census: the time a mode loses against "
     "always picking the fastest image that runs here (– without a census).",
     "A census (mode `census`, every image K times) is not a selection mode: it is shown per "
-    "image, with the most frequent failure and its most frequent evidence line, and the median "
-    "loop time and timesteps/s of the successful runs.",
+    "image, with the most frequent failure and its most frequent evidence line, and the medians "
+    "over the successful runs of the application's headline figures of merit (the figures "
+    "with a `column` in harness/data/applications/NAME.yaml).",
     "`expected` is a mode's success rate predicted from the census: the mean, over the mode's "
     "candidates on the census host, of each image's census success fraction; candidates without "
     "a counted census run are left out (`missing`). Beside a measured rate of that mode, `95 % "

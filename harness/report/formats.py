@@ -21,6 +21,11 @@ def num(x: float | None) -> str:
     return "–" if x is None else f"{x:.4g}"
 
 
+def figure(x: float | None, units: str) -> str:
+    """A figure of merit's median: as seconds when it is a time, else a plain number."""
+    return secs(x) if units == "s" else num(x)
+
+
 def tts_ci(median: float | None, ci: tuple[float, float] | None) -> str:
     """`3.40 s [3.31–3.52]`: a median time with its interval, in one cell."""
     if median is None or ci is None:

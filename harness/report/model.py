@@ -6,7 +6,8 @@ Its JSON form (`Summary.to_json()`, schema compat-harness/report/2, written as r
     modes     {key: ModeRow}        key: the mode, or "outdir:mode" when several outdirs have it
     outdirs   [{label, path, records[, kept]}]
     filters   {modes|images|reasons: [...]}          only when filtered, in the order given
-    images    {key: ImageRow}       the census per image ("outdir:image" likewise)
+    images    {key: ImageRow}       the census per image ("outdir:image" likewise), with the
+                                    median of each headline figure of its application
     census    {label: {manifests, repeat, seed, images}}
     expected  {key: Expected}       each mode's expected rate from a census
     compare   {key: Comparison}     with --compare
@@ -78,17 +79,27 @@ class ModeRow(Counts):
         }
 
 
+@dataclass(frozen=True)
+class FigureColumn:
+    """A headline figure of merit as the census table shows it (an application's `column`)."""
+
+    name: str
+    label: str
+    units: str
+
+
 @dataclass(kw_only=True)
 class ImageRow(Counts):
     """One image of a census: counts, the most frequent failure and its most frequent
-    evidence line, median figures of the successes."""
+    evidence line, and the median of each headline figure of its application over the
+    successes (figure name -> median, None when no success reported it)."""
 
     outdir: str
     image: str
     reason: str | None
     evidence: str | None
-    loop_time_s: float | None
-    timesteps_per_s: float | None
+    application: str
+    figures: dict[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -97,8 +108,8 @@ class ImageRow(Counts):
             **self.counts_json(),
             "reason": self.reason,
             "evidence": self.evidence,
-            "loop_time_s": self.loop_time_s,
-            "timesteps_per_s": self.timesteps_per_s,
+            "application": self.application,
+            **self.figures,
         }
 
 
@@ -199,6 +210,7 @@ class Summary:
     order: ModeOrder
     filters: dict[str, list[str]] = field(default_factory=dict)
     images: dict[str, ImageRow] | None = None  # None: no census in any outdir
+    columns: tuple[FigureColumn, ...] = ()  # the images' headline figures, in their order
     census: dict[str, dict] | None = None
     expected: dict[str, Expected] | None = None
     compare: dict[str, Comparison] | None = None

@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from harness import application
 from harness.judge.reasons import SUCCESS
 from harness.report.aggregate import Aggregates, Filters, OutdirData
 from harness.report.model import (
     Expected,
+    FigureColumn,
     ImageRow,
     IterationList,
     Measured,
@@ -62,6 +64,7 @@ def summarize(aggregates: Aggregates, mode_file: str | Path | None = None) -> Su
     )
     if any(o.images or o.census for o in outs):
         summary.images = _images(outs)
+        summary.columns = _columns(summary.images.values())
         summary.census = {
             o.label: {k: o.census.get(k) for k in ("manifests", "repeat", "seed", "images")}
             for o in outs
@@ -125,10 +128,20 @@ def _images(outs: list[OutdirData]) -> dict[str, ImageRow]:
                 **c,
                 reason=worst,
                 evidence=g.evidence[worst].top() if worst else None,
-                loop_time_s=median(g.values["loop_time_s"]),
-                timesteps_per_s=median(g.values["timesteps_per_s"]),
+                application=g.app,
+                figures={k: median(v) for k, v in g.values.items() if k != "run_s"},
             )
     return rows
+
+
+def _columns(rows) -> tuple[FigureColumn, ...]:
+    """The headline figures of the images' applications, each once, in their files' order."""
+    columns: dict[str, FigureColumn] = {}
+    for name in dict.fromkeys(r.application for r in rows):
+        app = application.known(name)
+        for f in app.columns() if app is not None else ():
+            columns.setdefault(f.name, FigureColumn(f.name, f.column or f.name, f.units))
+    return tuple(columns.values())
 
 
 def _expected(summary: Summary, outs: list[OutdirData], filters: Filters) -> dict[str, Expected]:

@@ -1,6 +1,7 @@
 """Create the compatibility artifact (a compspec CompatibilitySpec JSON) of a SIF image.
 
     harness artifact create IMAGE.sif [-o OUT.json] [--spec compspec/lab-spec.yaml] [--explain]
+                            [--application NAME|FILE]
 
 The artifact has the shape of compspec-go's `create artifact` output (see
 /work/shared/anchors/lammps-matrix/specs/*.json): which attributes it holds
@@ -9,17 +10,19 @@ and which extractor field fills each is read from the creation spec
 
 Every value comes from the image itself.  Files are read from the SIF's
 squashfs partition without running the image (harness.select.sif_files):
-os-release, debian_version, the ELF headers and DT_NEEDED entries of /usr/bin/lmp and the
+os-release, debian_version, the ELF headers and DT_NEEDED entries of the application's program
+(its `run: program` in harness/data/applications/NAME.yaml) and the
 libraries it needs, the dpkg database, the image's runscript and the
 wrapper scripts its command goes through.  Only two values may run a program
 of the image (`apptainer exec`), and only when the image's architecture is
 the host's: the MPI version (`mpirun --version`; else from the dpkg
-database) and, when the command turns KOKKOS on, KOKKOS' backend (`lmp -h`;
-else from the binary's strings).
+database) and, when the command turns KOKKOS on, KOKKOS' backend (the
+program's build summary, as the application's `gpu` section says; else from
+the binary's strings).
 
 custom.gpu.available says whether the image's application, as the image
 runs it, uses a GPU: its program hard-links a GPU runtime, or its command
-asks LAMMPS for a GPU (see harness.select.gpu_use).  The command is passed in
+asks the application for a GPU (see harness.select.gpu_use).  The command is passed in
 (`command=`, the lab's `command`) or read from the image's runscript.
 """
 
@@ -37,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from harness import application
+from harness.application import Application
 from harness.errors import HarnessError
 from harness.mpi import parse_version as parse_mpi_version
 from harness.select.elf import elf_info, microarchitecture
@@ -103,9 +108,12 @@ def extract(
     run: bool | None = None,
     command: list[str] | None = None,
     workdir: str | None = None,
+    app: Application | None = None,
 ) -> Extraction:
     """All fields the lab's extractors know for this image (see compspec/lab-spec.yaml).
-    command/workdir: how the image is run (default: its runscript), for the GPU field."""
+    command/workdir: how the image is run (default: its runscript), for the GPU field; app:
+    what it runs (default: the default application)."""
+    app = app or application.load()
     files = SifFiles(sif)
     ex = Extraction()
 
@@ -124,8 +132,8 @@ def extract(
         ex.set("system.os.release", osr.get("VERSION_ID"), "/etc/os-release VERSION_ID")
 
     # system.arch.name
-    lmp = "/usr/bin/lmp" if files.is_file("/usr/bin/lmp") else None
-    arch_binary = lmp or "/bin/sh"
+    program = app.program if app.program and files.is_file(app.program) else None
+    arch_binary = program or "/bin/sh"
     info = elf_info(files.read_bytes(arch_binary))
     if info is None:
         raise ArtifactError(f"{sif}: {arch_binary} is not an ELF file")
@@ -138,13 +146,13 @@ def extract(
     status = files.read_text("/var/lib/dpkg/status") or ""
     packages = dpkg_packages(status)
 
-    # library.mpi.* from what lmp links to
-    closure = library_closure(files, lmp, arch) if lmp else {}
+    # library.mpi.* from what the program links to
+    closure = library_closure(files, program, arch) if program else {}
     variant = next((v for name in closure for pattern, v in MPI_LIBS if pattern.match(name)), None)
-    if lmp and variant:
+    if program and variant:
         lib = next(n for n in closure for p, v in MPI_LIBS if v == variant and p.match(n))
-        ex.set("library.mpi.variant", variant, f"{lmp} needs {lib} (DT_NEEDED closure)")
-    elif not lmp and files.is_file("/usr/bin/mpirun"):
+        ex.set("library.mpi.variant", variant, f"{program} needs {lib} (DT_NEEDED closure)")
+    elif not program and files.is_file("/usr/bin/mpirun"):
         variant = "unknown"  # decided by mpirun --version below
     if variant:
         version = None
@@ -168,7 +176,7 @@ def extract(
                 )
 
     # custom.gpu.available: does the image's application, as the image runs it, use a GPU?
-    gpu, how = gpu_available(sif, files, arch, can_run, command, workdir)
+    gpu, how = gpu_available(sif, files, arch, can_run, app, command, workdir)
     ex.set("custom.gpu.available", gpu, how)
     return ex
 
@@ -224,10 +232,11 @@ def create_artifact(
     *,
     command: list[str] | None = None,
     workdir: str | None = None,
+    app: Application | None = None,
 ) -> dict[str, Any]:
     """The CompatibilitySpec of the image (values read from the image; command/workdir:
-    how the image is run, default its runscript)."""
-    fields = extract(Path(sif), command=command, workdir=workdir).fields
+    how the image is run, default its runscript; app: what it runs)."""
+    fields = extract(Path(sif), command=command, workdir=workdir, app=app).fields
     return render(load_spec(spec_path), fields)
 
 
@@ -247,10 +256,19 @@ def main(argv: list[str] | None = None, fetch: Callable[[str], Path] | None = No
     parser.add_argument(
         "--explain", action="store_true", help="print where each value came from (stderr)"
     )
+    parser.add_argument(
+        "--application",
+        default=application.DEFAULT,
+        metavar="NAME|FILE",
+        help="what the image runs: its program says the architecture and MPI, its command "
+        f"whether a GPU is used ({', '.join(application.available())} or a YAML file; "
+        f"default {application.DEFAULT})",
+    )
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
-        ex = extract(_local(args.image, fetch))
+        app = application.load(args.application)
+        ex = extract(_local(args.image, fetch), app=app)
         artifact = render(spec, ex.fields)
     except (HarnessError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,17 +8,18 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.application import Application, GpuAsks
 from harness.select.sif_files import SifFiles, apptainer_exec, library_closure
 
 # "yes" when the program the image runs -- its command, followed through wrapper scripts
-# (`exec lmp -sf gpu "$@"`, `sh -c ...`) to the ELF binary -- hard-links a GPU compute
-# runtime, or when that command asks LAMMPS for a GPU: the GPU package (`-sf gpu`,
-# `-sf hybrid gpu omp`, `-pk gpu N`, or `package gpu`/`suffix gpu`/`*/gpu` styles in the
-# input script it reads) or KOKKOS on GPUs (`-k on g N`, or `-k on`/`-sf kk` with a
-# CUDA/HIP/SYCL KOKKOS).  A GPU-capable LAMMPS whose command never asks for a GPU runs on
-# CPUs: "no".  The command is the caller's (the lab's `command`), else the image's
-# runscript (the lab build writes the entry's command there; Apptainer writes an OCI
-# image's ENTRYPOINT/CMD there), else /usr/bin/lmp.
+# (`exec PROGRAM -switch "$@"`, `sh -c ...`) to the ELF binary -- hard-links a GPU compute
+# runtime, or when that command asks the application for a GPU, as its data says
+# (harness/data/applications/NAME.yaml `gpu`: the switches and input-script commands naming
+# GPU styles or packages, a device switch with a GPU count, or KOKKOS styles with a KOKKOS
+# built for CUDA/HIP/SYCL).  A GPU-capable program whose command never asks for a GPU runs on
+# CPUs: "no".  The command is the caller's (the lab's `command`), else the image's runscript
+# (the lab build writes the entry's command there; Apptainer writes an OCI image's
+# ENTRYPOINT/CMD there), else the application's program (its `run: program`).
 
 # Runtimes that load or work only with a GPU driver present: CUDA and NVIDIA's driver
 # libraries, ROCm/HIP, Intel Level Zero.  Not libOpenCL: the ICD loader loads and runs
@@ -138,60 +139,65 @@ def trace_command(files: SifFiles, argv: list[str], workdir: str | None = None) 
     return trace
 
 
-def lammps_gpu_switches(args: list[str]) -> tuple[list[str], list[str]]:
-    """LAMMPS command-line switches that ask for a GPU, and those that turn KOKKOS on
-    without a GPU count (a GPU then depends on how KOKKOS was built)."""
+def command_gpu_switches(args: list[str], asks_for: GpuAsks) -> tuple[list[str], list[str]]:
+    """Command-line switches that ask for a GPU, and those that turn KOKKOS on without a GPU
+    count (a GPU then depends on how KOKKOS was built)."""
     asks: list[str] = []
     kokkos: list[str] = []
     for i, arg in enumerate(args):
         rest = args[i + 1 :]
-        if arg in ("-sf", "-suffix") and rest:
-            styles = rest[1:3] if rest[0] == "hybrid" else rest[:1]
-            shown = " ".join([arg, *rest[: len(styles) + (rest[0] == "hybrid")]])
-            if "gpu" in styles:
+        if arg in asks_for.suffix_switches and rest:
+            hybrid = rest[0] == asks_for.hybrid
+            styles = rest[1:3] if hybrid else rest[:1]
+            shown = " ".join([arg, *rest[: len(styles) + hybrid]])
+            if any(s in asks_for.gpu_styles for s in styles):
                 asks.append(shown)
-            if "kk" in styles:
+            if any(s in asks_for.kokkos_styles for s in styles):
                 kokkos.append(shown)
-        elif arg in ("-pk", "-package") and rest[:1] == ["gpu"]:
+        elif arg in asks_for.package_switches and rest[:1] and rest[0] in asks_for.gpu_styles:
             asks.append(" ".join([arg, *rest[:2]]))
-        elif arg in ("-k", "-kokkos") and rest[:1] == ["on"]:
+        elif arg in asks_for.device_switches and rest[:1] == [asks_for.device_on]:
             pairs = []
             for key, value in zip(rest[1::2], rest[2::2], strict=False):
                 if key.startswith("-"):
                     break
                 pairs.append((key, value))
             options = dict(pairs)
-            gpus = options.get("g", options.get("gpus"))
+            gpus = next((options[k] for k in asks_for.device_counts if k in options), None)
+            on = f"{arg} {asks_for.device_on}"
             if gpus is None or gpus.strip() == "0":  # a GPU KOKKOS still wants its device
-                kokkos.append(f"{arg} on" + (f" g {gpus}" if gpus else ""))
+                kokkos.append(on + (f" {asks_for.device_counts[0]} {gpus}" if gpus else ""))
             else:
-                asks.append(f"{arg} on g {gpus}")
+                asks.append(f"{on} {asks_for.device_counts[0]} {gpus}")
     return asks, kokkos
 
 
-def input_gpu_commands(text: str) -> tuple[list[str], list[str]]:
-    """Input-script commands that ask for the GPU package, and those that use KOKKOS."""
+def input_gpu_commands(text: str, asks_for: GpuAsks) -> tuple[list[str], list[str]]:
+    """Input-script commands that ask for a GPU style or package, and those that use KOKKOS."""
     asks: list[str] = []
     kokkos: list[str] = []
+    gpu, kk = asks_for.gpu_styles, asks_for.kokkos_styles
     for line in re.sub(r"&\s*\n", " ", text).splitlines():
         words = line.split("#", 1)[0].split()
         if not words:
             continue
         shown = " ".join(words[:4])
-        package = words[0] == "package" and words[1:2] == ["gpu"]
-        suffix = words[0] == "suffix" and "gpu" in words[1:3]
-        if package or suffix or any(w.endswith("/gpu") for w in words[1:]):
+        named = words[1:3] if words[0] in asks_for.input_commands else []
+        if any(w in gpu for w in named) or any(_styled(w, gpu) for w in words[1:]):
             asks.append(shown)
-        elif (words[0] == "suffix" and "kk" in words[1:3]) or any(
-            w.endswith("/kk") for w in words[1:]
-        ):
+        elif any(w in kk for w in named) or any(_styled(w, kk) for w in words[1:]):
             kokkos.append(shown)
     return asks, kokkos
 
 
-def input_file(args: list[str]) -> str | None:
+def _styled(word: str, suffixes: tuple[str, ...]) -> bool:
+    """A style accelerated by one of the suffixes (`lj/cut/gpu`)."""
+    return "/" in word and word.rsplit("/", 1)[1] in suffixes
+
+
+def input_file(args: list[str], asks_for: GpuAsks) -> str | None:
     for flag, value in zip(args, args[1:], strict=False):
-        if flag in ("-in", "-i"):
+        if flag in asks_for.input_switches:
             return value
     return None
 
@@ -201,18 +207,21 @@ def gpu_available(
     files: SifFiles,
     arch: str,
     can_run: bool,
+    app: Application,
     command: list[str] | None = None,
     workdir: str | None = None,
 ) -> tuple[str, str]:
-    """custom.gpu.available ("yes"/"no") of the image and how it was decided."""
+    """custom.gpu.available ("yes"/"no") of the image running `app`, and how it was decided."""
     source = "command"
     if command is None:
         runscript = files.read_text("/.singularity.d/runscript")
         traced = script_command(runscript, []) if runscript else (None, None)
         command, workdir = traced[0], workdir or traced[1]
         source = "runscript"
+    if not command and app.program:
+        command, source = [app.program], f"{app.name}'s program"
     if not command:
-        command, source = ["/usr/bin/lmp"], "default"
+        return "no", f"{app.name} names no program and the image no command"
     trace = trace_command(files, command, workdir)
     shown = " ".join(command) + "".join(f" -> {p}" for p in trace.via)
     if trace.via:
@@ -223,26 +232,28 @@ def gpu_available(
     runtimes = [name for name in closure if GPU_RUNTIMES.match(name)]
     if runtimes:
         return "yes", f"{source} {shown}: {trace.program} needs {', '.join(runtimes)}"
-    asks, kokkos = lammps_gpu_switches(trace.argv)
-    script = input_file(trace.argv)
+    asks, kokkos = command_gpu_switches(trace.argv, app.gpu)
+    script = input_file(trace.argv, app.gpu)
     if script and not script.startswith("/") and trace.workdir:
         script = posixpath.join(trace.workdir, script)
     text = files.read_text(script) if script and script.startswith("/") else None
     if text is not None:
-        more_asks, more_kokkos = input_gpu_commands(text)
+        more_asks, more_kokkos = input_gpu_commands(text, app.gpu)
         asks += [f"{script}: {a}" for a in more_asks]
         kokkos += [f"{script}: {k}" for k in more_kokkos]
     if asks:
         return "yes", f"{source} {shown}: asks for a GPU ({'; '.join(asks)})"
     if kokkos and trace.program:
         backend = None
-        if can_run:
-            proc = apptainer_exec(sif, [trace.program, "-h"])
-            m = re.search(r"^KOKKOS package API:(.*)$", proc.stdout, re.M)
+        helps, line = app.gpu.kokkos_help, app.gpu.kokkos_help_line
+        if can_run and helps and line is not None:
+            proc = apptainer_exec(sif, [trace.program, *helps])
+            m = line.search(proc.stdout)
             backend = m[1].split() if m else None
         if backend is None:
+            libs = app.gpu.kokkos_libraries
             blobs = [trace.program] + [
-                p for n, p in closure.items() if p and re.match(r"^lib(lammps|kokkos)", n)
+                p for n, p in closure.items() if p and libs is not None and libs.match(n)
             ]
             found = any(GPU_KOKKOS.search(files.read_bytes(b)) for b in blobs)
             backend = ["CUDA"] if found else []

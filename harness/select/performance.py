@@ -25,13 +25,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import records
+from harness import application, records
 from harness.errors import HarnessError
 from harness.reason_names import SUCCESS
 
 TIME_TO_SOLUTION = "time_to_solution_s"
-# measures where more is better; every other is a time (less is better)
-HIGHER_IS_BETTER = frozenset({"timesteps_per_s", "tau_per_day", "ns_per_day", "katom_step_per_s"})
 # What a census must share with the run that uses its speeds: otherwise they measured another
 # way of running the images.
 SAME_RUN = ("executor", "launcher", "mpi_model", "np")
@@ -90,9 +88,11 @@ def value(record: records.Record, measure: str) -> float | None:
     return float(got) if isinstance(got, int | float) and not isinstance(got, bool) else None
 
 
-def better_first(measure: str) -> bool:
-    """True when a higher value of the measure is better (rates), False for times."""
-    return measure in HIGHER_IS_BETTER
+def better_first(measure: str, app_name: str = application.DEFAULT) -> bool:
+    """True when a higher value of the measure is better (a figure of merit its application
+    says improves upward: `better: higher`), False for times and figures it does not know."""
+    app = application.known(app_name)
+    return app is not None and app.higher_is_better(measure)
 
 
 def per_image(
@@ -123,6 +123,7 @@ class Census:
     run: dict[str, object]  # SAME_RUN fields of its records
     speeds: dict[str, Spread]  # image -> spread of the measure
     measure: str
+    application: str = application.DEFAULT  # what the census ran (its records')
 
 
 def read_census(outdir: Path, measure: str = TIME_TO_SOLUTION) -> Census | None:
@@ -139,7 +140,7 @@ def read_census(outdir: Path, measure: str = TIME_TO_SOLUTION) -> Census | None:
         return None
     run = {k: getattr(recs[0], k) for k in SAME_RUN}
     speeds = {image: m[measure] for image, m in per_image(recs, [measure]).items()}
-    return Census(Path(outdir), body["host"], run, speeds, measure)
+    return Census(Path(outdir), body["host"], run, speeds, measure, recs[0].application)
 
 
 def census_fits(census: Census, host: dict[str, str], keys: Iterable[str], run: dict) -> str:
@@ -162,7 +163,7 @@ def ranking(
     microarchitecture level each was built for (`levels`: image -> archspec name), highest
     first. Ties keep the manifest's order."""
     if census is not None:
-        high = better_first(census.measure)
+        high = better_first(census.measure, census.application)
 
         def key(name: str) -> tuple[int, float]:
             s = census.speeds.get(name)

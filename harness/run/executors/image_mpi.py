@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import mpi
+from harness import application, mpi
 from harness.errors import HarnessError
 from harness.run.executors.base import Job
 
@@ -70,8 +70,9 @@ def _read_image_mpi(
         files = sif_files.SifFiles(sif)
         trace = gpu_use.trace_command(files, command, workdir) if command else None
         program = trace.program if trace else None
-        if program is None and files.is_file("/usr/bin/lmp"):
-            program = "/usr/bin/lmp"
+        fallback = application.load().program  # a Job does not say its application
+        if program is None and fallback and files.is_file(fallback):
+            program = fallback
         if program is None:
             why = trace.note if trace else "no command"
             return None, None, f"no program to inspect ({why})"

@@ -79,8 +79,8 @@ class MiniClusterExecutor:
             "--protocol",
             "protocol",
             "harness: the manifest's command on --size pods; reference: rse-ops/lammps-matrix's "
-            "MiniClusters (HNS command, lmp_gpu for GPU images, 2 pods, cpu 2, Flux view per "
-            "mode and image, Intel MPI vars.sh)",
+            "MiniClusters (its own command, another executable for GPU images, 2 pods, cpu 2, "
+            "Flux view per mode and image, Intel MPI vars.sh)",
             {"choices": list(PROTOCOLS)},
         ),
         Option("--namespace", "namespace", "Kubernetes namespace (default: default)"),

@@ -23,11 +23,12 @@ Two protocols:
   command and workdir, `--np` tasks on `--size` pods (default 1), a fixed Flux view
   (`--flux-view`).
 - `reference`: rse-ops/lammps-matrix's experiment/flux-operator/run_experiments.py and its
-  crd/lammps.yaml template: the ReaxFF HNS command in the image's own working directory,
-  `lmp_gpu` for GPU images, 2 pods, CPU requests and limits of 2, Intel MPI's `vars.sh` as a
-  pre-command in the descriptive modes, and the Flux view chosen per mode and image: basic a
-  fixed Ubuntu jammy view, platform a random view of the image's OS family, platform-version
-  and the descriptive modes the view of the image's OS and version.
+  crd/lammps.yaml template: its own command (the application's `reference`, with another
+  executable for GPU images) in the image's own working directory, 2 pods, CPU requests and
+  limits of 2, Intel MPI's `vars.sh` as a pre-command in the descriptive modes, and the Flux
+  view chosen per mode and image: basic a fixed Ubuntu jammy view, platform a random view of
+  the image's OS family, platform-version and the descriptive modes the view of the image's OS
+  and version.
 
 Either way the pods never restart (`pod.restartPolicy: Never`, and with the head CRD
 `backoffLimit: 1`: the operator reads 0 as "use 100"), so a failure is a failure.
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import application
 from harness.errors import HarnessError
 from harness.run.executors.base import Job
 
@@ -73,9 +75,6 @@ REFERENCE_VIEWS = {
         ("rocky", "9"): "ghcr.io/converged-computing/flux-view-rocky:arm-9",
     },
 }
-# crd/lammps.yaml: `{{ executable }} -v x 2 -v y 2 -v z 2 -in in.reaxc.hns -nocite`, run in the
-# image's working directory (the template sets no workingDir).
-REFERENCE_ARGS = ("-v", "x", "2", "-v", "y", "2", "-v", "z", "2", "-in", "in.reaxc.hns", "-nocite")
 REFERENCE_SIZE = 2  # six_config: size 2, tasks 4, cpu_limit 2
 REFERENCE_TASKS = 4
 REFERENCE_CPU = "2"
@@ -121,9 +120,16 @@ def image_os(image: str) -> tuple[str, str] | None:
     return None
 
 
-def reference_executable(image: str) -> str:
-    """GPU images have only `lmp_gpu` (their LAMMPS is built with LAMMPS_MACHINE=gpu)."""
-    return "lmp_gpu" if "gpu" in image.rsplit("/", 1)[-1] else "lmp"
+def reference_command(image: str) -> tuple[str, ...]:
+    """The reference's own command for the image, run in the image's working directory (its
+    template sets no workingDir): the data of the application the reference ran (the default
+    one's `reference`, harness/data/applications/)."""
+    ref = application.load().reference
+    if ref is None:
+        raise HarnessError(
+            f"minicluster: application {application.DEFAULT} describes no reference protocol"
+        )
+    return ref.command(image)
 
 
 def reference_pre_command(image: str, mode: str | None) -> str | None:
@@ -252,7 +258,7 @@ def iteration(job: Job, shape: Shape, deadline_s: int) -> dict:
         return render(
             name,
             image,
-            (reference_executable(image), *REFERENCE_ARGS),
+            reference_command(image),
             flux_view=view,
             cpu=shape.cpu or REFERENCE_CPU,
             pre_command=pre or None,
