@@ -566,6 +566,12 @@ def test_census_images_table(census_dir: Path):
     assert (img[A]["n"], img[A]["success"], img[A]["reason"]) == (3, 3, None)
     assert img[A]["loop_time_s"] == pytest.approx(12.0)  # median of 10, 12, 20
     assert img[A]["timesteps_per_s"] == pytest.approx(80.0)  # median of 100, 50, 80
+    # each measure's median with its interval: 3 runs give the whole range, which covers 75 %
+    loop = img[A]["speed"]["loop_time_s"]
+    assert loop == {"n": 3, "median": 12.0, "ci95": [10.0, 20.0], "coverage": 0.75}
+    assert img[A]["speed"]["time_to_solution_s"]["n"] == 3
+    assert img[B]["speed"]["time_to_solution_s"]["n"] == 1  # one success of three
+    assert img[C]["speed"] == {}  # no success, no speed
     b = img[B]
     assert (b["n"], b["success"], b["runs"], b["excluded"]) == (3, 1, 4, 1)
     assert b["reasons"] == {"success": 1, "gpu": 2, "infra": 1}
@@ -651,6 +657,10 @@ def test_census_files_and_console(census_dir: Path, tmp_path: Path):
     text = console.export_text()
     assert "expected success rate from the census" in text and "OUTSIDE" in text
     assert "census, outcome per image" in text and "GPU package missing" in text
+    # the images that ran, fastest first: A (3 runs) and B (1 run) take 1.00 s each
+    assert "census, speed per image, fastest first" in text
+    assert "## Census: speed per image, fastest first" in md
+    assert "| 3 | 75 % | 1.00 s [1.00–1.00] | overlaps | 12.00 s [10.00–20.00] |" in md
 
 
 def test_failures_figure_markers_and_images_order(census_dir: Path):

@@ -143,6 +143,44 @@ def _image_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> 
     ]
 
 
+def _speed_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> list:
+    """The images that ran, fastest median time-to-solution first, each median with its
+    interval and whether that interval is clear of the next image's; when not wide, the
+    figures of merit go into a second table."""
+    short = fmt.short_images(summary)
+    images = summary.images or {}
+    order = fmt.fastest_first(summary, keys)
+    left = [
+        [
+            short[k],
+            str(s.n),
+            f"{100 * s.coverage:.0f} %",
+            fmt.figure_ci(s, "s"),
+            fmt.next_verdict(s, after),
+        ]
+        for k, s, after in order
+    ]
+    columns = [c for c in summary.columns if any(c.name in images[k].speed for k, *_ in order)]
+    right = [
+        [
+            fmt.figure_ci(images[k].speed[c.name], c.units) if c.name in images[k].speed else "–"
+            for c in columns
+        ]
+        for k, *_ in order
+    ]
+    head_left = ["image", "ok", "covers", "time-to-solution [95 % CI]", "vs next"]
+    head_right = [f"{c.label} [95 % CI]" for c in columns]
+    title = f"{label}: census, speed per image, fastest first"
+    if wide or not columns:
+        body = [[*a, *b] for a, b in zip(left, right, strict=True)]
+        return [_table(title, head_left + head_right, body, wide=wide)]
+    more = [[a[0], *b] for a, b in zip(left, right, strict=True)]
+    return [
+        _table(title, head_left, left, wide=False),
+        _table(f"{label}: census, figures of merit", ["image", *head_right], more, wide=False),
+    ]
+
+
 def _compare_tables(summary: Summary, wide: bool) -> list:
     """The comparison; when not wide, the rates and the outdirs with their expected rates go
     into two tables."""
@@ -199,5 +237,7 @@ def render(summary: Summary, console) -> None:
             _print_fitting(console, partial(_expected_tables, label, summary, expected))
         if images:
             _print_fitting(console, partial(_image_tables, label, summary, images))
+            if fmt.fastest_first(summary, images):
+                _print_fitting(console, partial(_speed_tables, label, summary, images))
     if summary.compare:
         _print_fitting(console, partial(_compare_tables, summary))

@@ -66,6 +66,8 @@ def document(summary: Summary) -> list[Section]:
         sections.append(_expected(summary))
     if summary.images is not None:
         sections.append(_images(summary))
+        if fmt.fastest_first(summary, summary.images):
+            sections.append(_speeds(summary))
     if summary.compare is not None:
         sections.append(_compare(summary))
     sections.append(_help(summary))
@@ -158,6 +160,30 @@ def _images(summary: Summary) -> Section:
     return Section("images", [Heading("Census: outcome per image"), table])
 
 
+def _speeds(summary: Summary) -> Section:
+    short = fmt.short_images(summary)
+    images = summary.images or {}
+    head = ["image", "ok", "covers", "time-to-solution [95 % CI]", "vs next"]
+    head += [f"{c.label} [95 % CI]" for c in summary.columns]
+    table = Table(head, "lrrrl" + "r" * len(summary.columns))
+    for key, s, after in fmt.fastest_first(summary, images):
+        speed = images[key].speed
+        table.rows.append(
+            [
+                Code(short[key]),
+                str(s.n),
+                f"{100 * s.coverage:.0f} %",
+                fmt.figure_ci(s, "s"),
+                fmt.next_verdict(s, after),
+                *(
+                    fmt.figure_ci(speed[c.name], c.units) if c.name in speed else "–"
+                    for c in summary.columns
+                ),
+            ]
+        )
+    return Section("speeds", [Heading("Census: speed per image, fastest first"), table])
+
+
 def _compare(summary: Summary) -> Section:
     head = ["mode", "baseline", "other", "baseline rate", "other rate", "delta", "overlap"]
     head += ["baseline expected", "other expected"]
@@ -187,6 +213,11 @@ HOW_TO_READ = [
     "image, with the most frequent failure and its most frequent evidence line, and the medians "
     "over the successful runs of the application's headline figures of merit (the figures "
     "with a `column` in harness/data/applications/NAME.yaml).",
+    "`speed per image` lists the census images that ran, fastest median time-to-solution "
+    "first, each median (time-to-solution and every headline figure) with its distribution-free "
+    "95 % interval; `covers` is what that interval really covers (below 95 % with 5 runs or "
+    "fewer: the whole range); `vs next` is `faster` when the image's interval is clear of the "
+    "next image's, `overlaps` when these runs cannot tell the two apart.",
     "`expected` is a mode's success rate predicted from the census: the mean, over the mode's "
     "candidates on the census host, of each image's census success fraction; candidates without "
     "a counted census run are left out (`missing`). Beside a measured rate of that mode, `95 % "

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from harness.judge.reasons import REASONS, SUCCESS, counts_in_rate
 from harness.report.model import Comparison, Expected, Summary
 from harness.report.ordering import image_tag, reason_order
+from harness.select.performance import TIME_TO_SOLUTION, Spread
 
 
 def pct(x: float | None) -> str:
@@ -24,6 +25,32 @@ def num(x: float | None) -> str:
 def figure(x: float | None, units: str) -> str:
     """A figure of merit's median: as seconds when it is a time, else a plain number."""
     return secs(x) if units == "s" else num(x)
+
+
+def figure_ci(s: Spread, units: str) -> str:
+    """A median with its interval in one cell: `1.11 s [1.05–1.20]`, `135.6 [130.1–140.2]`."""
+    if units == "s":
+        return tts_ci(s.median, (s.low, s.high))
+    return f"{num(s.median)} [{num(s.low)}–{num(s.high)}]"
+
+
+def fastest_first(summary: Summary, keys: Iterable[str]) -> list[tuple[str, Spread, Spread | None]]:
+    """The census images that ran, by median time-to-solution, each with its spread and the
+    next slower image's (None for the slowest)."""
+    images = summary.images or {}
+    ran = sorted(
+        (k for k in keys if TIME_TO_SOLUTION in images[k].speed),
+        key=lambda k: images[k].speed[TIME_TO_SOLUTION].median,
+    )
+    spreads = [images[k].speed[TIME_TO_SOLUTION] for k in ran]
+    return list(zip(ran, spreads, [*spreads[1:], None], strict=False))
+
+
+def next_verdict(s: Spread, after: Spread | None) -> str:
+    """Whether an image's interval is clear of the next slower image's."""
+    if after is None:
+        return "–"
+    return "overlaps" if s.overlaps(after) else "faster"
 
 
 def tts_ci(median: float | None, ci: tuple[float, float] | None) -> str:

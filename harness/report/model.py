@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from harness.report.aggregate import Iteration
 from harness.report.ordering import ModeOrder
+from harness.select.performance import Spread
 
 SCHEMA = "compat-harness/report/2"  # 2: n leaves out reasons with rate false (infra)
 
@@ -100,6 +101,9 @@ class ImageRow(Counts):
     evidence: str | None
     application: str
     figures: dict[str, float | None] = field(default_factory=dict)
+    # time_to_solution_s and each headline figure -> the median of the successes with its
+    # distribution-free 95 % interval (harness/select/performance.py); absent without a success
+    speed: dict[str, Spread] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -110,6 +114,15 @@ class ImageRow(Counts):
             "evidence": self.evidence,
             "application": self.application,
             **self.figures,
+            "speed": {
+                name: {
+                    "n": s.n,
+                    "median": s.median,
+                    "ci95": [s.low, s.high],
+                    "coverage": round(s.coverage, 4),
+                }
+                for name, s in self.speed.items()
+            },
         }
 
 

@@ -31,7 +31,7 @@ from harness.report.model import (
 )
 from harness.report.ordering import ModeOrder, image_matches, image_sort_key
 from harness.report.stats import binomial_interval, counts, median
-from harness.select.performance import spread
+from harness.select.performance import TIME_TO_SOLUTION, spread
 
 
 def mode_order(aggregates: Aggregates, mode_file: str | Path | None = None) -> ModeOrder:
@@ -130,6 +130,11 @@ def _images(outs: list[OutdirData]) -> dict[str, ImageRow]:
                 evidence=g.evidence[worst].top() if worst else None,
                 application=g.app,
                 figures={k: median(v) for k, v in g.values.items() if k != "run_s"},
+                speed={
+                    TIME_TO_SOLUTION if k == "run_s" else k: spread(v)
+                    for k, v in g.values.items()
+                    if len(v)
+                },
             )
     return rows
 
