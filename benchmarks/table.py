@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.measure import within
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 START = "<!-- bench-table:start (python -m benchmarks.table --readme README.md) -->"
@@ -71,10 +73,12 @@ def ratio_text(ratio: float | None) -> str:
 
 def row(label: str, f: dict) -> str:
     unit = f.get("unit", "")
-    bound = f.get("bound")
-    verdict = ""
-    if bound is not None:
-        verdict = f"≤ {amount(bound, unit)}: {'within' if f['value'] <= bound else 'over'}"
+    bounds = []
+    if f.get("bound") is not None:
+        bounds.append(f"≤ {amount(f['bound'], unit)}")
+    if f.get("ratio_bound") is not None:
+        bounds.append(f"ratio ≤ {f['ratio_bound']:g}×")
+    verdict = f"{', '.join(bounds)}: {'within' if within(f) else 'over'}" if bounds else ""
     ratio = f.get("ratio")
     cells = [
         label,
