@@ -97,7 +97,11 @@ def table(lines: list[str]) -> str:
     for record in newest_full_runs(lines):
         result = record["result"]
         label = f"{record['script']} ({result['size']})" if "size" in result else record["script"]
-        rows += [row(label if i == 0 else "", f) for i, f in enumerate(figures_of(result))]
+        found = figures_of(result)
+        rows += [row(label if i == 0 else "", f) for i, f in enumerate(found)]
+        if not found and result.get("skipped"):  # e.g. a tool it compares with is not installed
+            rows.append(f"| {label} | not measured: {str(result['skipped']).replace('|', '/')} "
+                        "|  |  |  |  |  |")  # fmt: skip
         notes.append(
             f"{record['script']}: {record['when']}, commit {record.get('commit') or '?'}, "
             f"{record.get('cpus')} cores, load average {record.get('load')} at its start"

@@ -94,6 +94,12 @@ def test_a_bound_on_the_ratio_to_the_peer_is_judged_and_shown():
     assert table.row("", both).endswith("| ≤ 15.00 s, ratio ≤ 2×: over |")
 
 
+def test_a_benchmark_that_measured_nothing_says_why_in_the_table():
+    skipped = {"bench": "compspec", "size": "lab", "figures": [], "skipped": "the lab is down"}
+    text = table.table([result_line("bench_compspec.py", False, "2026-01-01T00:00:00Z", skipped)])
+    assert "| bench_compspec.py (lab) | not measured: the lab is down |" in text
+
+
 def test_the_readme_table_is_the_one_made_from_the_committed_results():
     results = ROOT / "benchmarks" / "results.jsonl"
     readme = (ROOT / "README.md").read_text()
