@@ -116,14 +116,22 @@ def figure(
     }
 
 
-def within(f: dict) -> bool | None:
-    """Whether a figure is within its bounds (on its value and its ratio); None: it has none."""
-    checks = []
+def checks(f: dict) -> list[tuple[str, float, bool]]:
+    """Each bound of a figure as (what it bounds: "value" or "ratio", the bound, whether the
+    figure is within it)."""
+    found = []
     if f.get("bound") is not None:
-        checks.append(f["value"] <= f["bound"])
+        found.append(("value", f["bound"], f["value"] <= f["bound"]))
     if f.get("ratio_bound") is not None:
-        checks.append(f.get("ratio") is not None and f["ratio"] <= f["ratio_bound"])
-    return all(checks) if checks else None
+        ok = f.get("ratio") is not None and f["ratio"] <= f["ratio_bound"]
+        found.append(("ratio", f["ratio_bound"], ok))
+    return found
+
+
+def within(f: dict) -> bool | None:
+    """Whether a figure is within every bound it has; None: it has none."""
+    found = checks(f)
+    return all(ok for _, _, ok in found) if found else None
 
 
 def env_with(extra: dict[str, str]) -> dict[str, str]:
@@ -136,14 +144,13 @@ def line(f: dict) -> str:
     text = f"  {f['name']:50} {f['value'] * scale:9.3f} {unit:2}"
     if f["ratio"] is not None:
         text += f"  {f['ratio']:7.3g}x {f['peer']}"
-    bounds = []
-    if f.get("bound") is not None:
-        bounds.append(f"{f['bound'] * scale:g} {unit}")
-    if f.get("ratio_bound") is not None:
-        bounds.append(f"{f['ratio_bound']:g}x the peer")
-    if bounds:
-        verdict = "within" if within(f) else "OVER"
-        text += f"  ({verdict} bound {' and '.join(bounds)})"
+    verdicts = [
+        f"{'within' if ok else 'OVER'} bound "
+        + (f"{limit * scale:g} {unit}" if kind == "value" else f"{limit:g}x the peer")
+        for kind, limit, ok in checks(f)
+    ]
+    if verdicts:
+        text += f"  ({'; '.join(verdicts)})"
     return text
 
 

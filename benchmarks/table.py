@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.measure import within
+from benchmarks.measure import checks
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
@@ -73,12 +73,11 @@ def ratio_text(ratio: float | None) -> str:
 
 def row(label: str, f: dict) -> str:
     unit = f.get("unit", "")
-    bounds = []
-    if f.get("bound") is not None:
-        bounds.append(f"≤ {amount(f['bound'], unit)}")
-    if f.get("ratio_bound") is not None:
-        bounds.append(f"ratio ≤ {f['ratio_bound']:g}×")
-    verdict = f"{', '.join(bounds)}: {'within' if within(f) else 'over'}" if bounds else ""
+    verdict = ", ".join(
+        (f"≤ {amount(limit, unit)}" if kind == "value" else f"ratio ≤ {limit:g}×")
+        + f": {'within' if ok else 'over'}"
+        for kind, limit, ok in checks(f)
+    )
     ratio = f.get("ratio")
     cells = [
         label,

@@ -91,7 +91,7 @@ def test_a_bound_on_the_ratio_to_the_peer_is_judged_and_shown():
     assert "(OVER bound 1.2x the peer)" in measure.line(slow)
     assert table.row("", slow).endswith("| 1.3× | ratio ≤ 1.2×: over |")
     both = measure.figure("report", 16.0, "s", "one pass", 10.0, bound=15.0, ratio_bound=2.0)
-    assert table.row("", both).endswith("| ≤ 15.00 s, ratio ≤ 2×: over |")
+    assert table.row("", both).endswith("| ≤ 15.00 s: over, ratio ≤ 2×: within |")
 
 
 def test_a_benchmark_that_measured_nothing_says_why_in_the_table():
