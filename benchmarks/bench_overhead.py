@@ -7,10 +7,10 @@ digest check, launch, classification, parsing, record). The figure is harness / 
 medians (bound: 1.05); the harness's own overhead (wrapper_s - run_s) is printed beside it.
 Needs the lab (make lab); without it, it says what is missing and exits 0.
 
-    python benchmarks/bench_overhead.py [--rounds N] [--steps N] [--quick] [--out FILE] [--check]
+    python benchmarks/bench_overhead.py [--rounds N] [--steps N] [--quick] [--check]
 
---quick: 2 rounds of a 100-step job (CI). One JSON line goes to stdout (and is appended to
---out); --check exits 1 when the ratio is over its bound.
+--quick: 2 rounds of a 100-step job (CI). Ends with one JSON line of its figures
+(benchmarks/measure.py); --check exits 1 when the ratio is over its bound.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def measure(rounds: int, steps: int) -> dict:
         "peer_median_s": round(med_bare, 3),
         "harness_median_s": round(med_harness, 3),
         "overhead_median_s": round(statistics.median(overhead_s), 3),
-        "ratio": round(med_harness / med_bare, 3),
     }
 
 

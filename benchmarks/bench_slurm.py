@@ -10,10 +10,10 @@ The figure is harness / srun of the medians (bound: 1.2). The harness's setup pe
 (preflight, `srun --mpi=list`, host, selection) is printed apart. Needs the lab and its Slurm
 (bash scripts/slurm.sh start); without them it says what is missing and exits 0.
 
-    python benchmarks/bench_slurm.py [--rounds N] [--steps N] [--quick] [--out FILE] [--check]
+    python benchmarks/bench_slurm.py [--rounds N] [--steps N] [--quick] [--check]
 
---quick: 2 rounds of a 100-step job (CI). One JSON line goes to stdout (and is appended to
---out); --check exits 1 when the ratio is over its bound.
+--quick: 2 rounds of a 100-step job (CI). Ends with one JSON line of its figures
+(benchmarks/measure.py); --check exits 1 when the ratio is over its bound.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ def measure(rounds: int, steps: int) -> dict:
         "peer_median_s": round(srun, 3),
         "harness_median_s": round(harness, 3),
         "harness_setup_median_s": round(statistics.median(setup_s), 3),
-        "ratio": round(harness / srun, 3),
     }
 
 

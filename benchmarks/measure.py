@@ -2,8 +2,10 @@
 
 Every benchmark prints what it measured against a peer measured in the same run, then ends
 its output with one JSON line (`emit`): `{"bench", "size", "figures": [...]}`, each figure
-`{"name", "value", "unit", "peer", "peer_value", "ratio", "bound"}` (peer, ratio and bound may
-be null). `python -m benchmarks.run` collects these lines into benchmarks/results.jsonl and
+`{"name", "value", "unit", "peer", "peer_value", "ratio", "bound", "ratio_bound"}` (all but
+name, value and unit may be null): `bound` is the most the value may be, `ratio_bound` the most
+its ratio to the peer may be. Bounds are set at full size only (a --quick size checks that the
+benchmark works). `python -m benchmarks.run` collects these lines into benchmarks/results.jsonl and
 `python -m benchmarks.table` turns them into the README's table.
 """
 
@@ -97,8 +99,10 @@ def figure(
     peer: str | None = None,
     peer_value: float | None = None,
     bound: float | None = None,
+    ratio_bound: float | None = None,
 ) -> dict:
-    """One measured figure; `ratio` is value / peer_value, `bound` the most `value` may be."""
+    """One measured figure; `ratio` is value / peer_value, `bound` the most `value` may be,
+    `ratio_bound` the most `ratio` may be."""
     ratio = value / peer_value if peer_value else None
     return {
         "name": name,
@@ -108,7 +112,26 @@ def figure(
         "peer_value": peer_value,
         "ratio": ratio,
         "bound": bound,
+        "ratio_bound": ratio_bound,
     }
+
+
+def checks(f: dict) -> list[tuple[str, float, bool]]:
+    """Each bound of a figure as (what it bounds: "value" or "ratio", the bound, whether the
+    figure is within it)."""
+    found = []
+    if f.get("bound") is not None:
+        found.append(("value", f["bound"], f["value"] <= f["bound"]))
+    if f.get("ratio_bound") is not None:
+        ok = f.get("ratio") is not None and f["ratio"] <= f["ratio_bound"]
+        found.append(("ratio", f["ratio_bound"], ok))
+    return found
+
+
+def within(f: dict) -> bool | None:
+    """Whether a figure is within every bound it has; None: it has none."""
+    found = checks(f)
+    return all(ok for _, _, ok in found) if found else None
 
 
 def env_with(extra: dict[str, str]) -> dict[str, str]:
@@ -121,9 +144,13 @@ def line(f: dict) -> str:
     text = f"  {f['name']:50} {f['value'] * scale:9.3f} {unit:2}"
     if f["ratio"] is not None:
         text += f"  {f['ratio']:7.3g}x {f['peer']}"
-    if f["bound"] is not None:
-        verdict = "within" if f["value"] <= f["bound"] else "OVER"
-        text += f"  ({verdict} bound {f['bound'] * scale:g} {unit})"
+    verdicts = [
+        f"{'within' if ok else 'OVER'} bound "
+        + (f"{limit * scale:g} {unit}" if kind == "value" else f"{limit:g}x the peer")
+        for kind, limit, ok in checks(f)
+    ]
+    if verdicts:
+        text += f"  ({'; '.join(verdicts)})"
     return text
 
 

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.measure import checks
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 START = "<!-- bench-table:start (python -m benchmarks.table --readme README.md) -->"
@@ -71,10 +73,11 @@ def ratio_text(ratio: float | None) -> str:
 
 def row(label: str, f: dict) -> str:
     unit = f.get("unit", "")
-    bound = f.get("bound")
-    verdict = ""
-    if bound is not None:
-        verdict = f"≤ {amount(bound, unit)}: {'within' if f['value'] <= bound else 'over'}"
+    verdict = ", ".join(
+        (f"≤ {amount(limit, unit)}" if kind == "value" else f"ratio ≤ {limit:g}×")
+        + f": {'within' if ok else 'over'}"
+        for kind, limit, ok in checks(f)
+    )
     ratio = f.get("ratio")
     cells = [
         label,
@@ -93,7 +96,11 @@ def table(lines: list[str]) -> str:
     for record in newest_full_runs(lines):
         result = record["result"]
         label = f"{record['script']} ({result['size']})" if "size" in result else record["script"]
-        rows += [row(label if i == 0 else "", f) for i, f in enumerate(figures_of(result))]
+        found = figures_of(result)
+        rows += [row(label if i == 0 else "", f) for i, f in enumerate(found)]
+        if not found and result.get("skipped"):  # e.g. a tool it compares with is not installed
+            rows.append(f"| {label} | not measured: {str(result['skipped']).replace('|', '/')} "
+                        "|  |  |  |  |  |")  # fmt: skip
         notes.append(
             f"{record['script']}: {record['when']}, commit {record.get('commit') or '?'}, "
             f"{record.get('cpus')} cores, load average {record.get('load')} at its start"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import run, table
+from benchmarks import measure, run, table
 from tests.conftest import ROOT
 
 
@@ -79,6 +79,25 @@ def test_the_table_shows_the_newest_full_run_of_each_benchmark():
         "|  | peak memory | 180 MB |  |  |  | ≤ 100 MB: over |",
     ]
     assert "- bench_selection.py: 2026-01-02T00:00:00+00:00, commit abc1234, 2 cores" in text
+
+
+def test_a_bound_on_the_ratio_to_the_peer_is_judged_and_shown():
+    fast, slow = (
+        measure.figure("iteration", v, "s", "bare srun", 2.0, ratio_bound=1.2) for v in (2.2, 2.6)
+    )
+    assert measure.within(fast) is True and measure.within(slow) is False
+    assert measure.within(measure.figure("no bound", 1.0)) is None
+    assert "(within bound 1.2x the peer)" in measure.line(fast)
+    assert "(OVER bound 1.2x the peer)" in measure.line(slow)
+    assert table.row("", slow).endswith("| 1.3× | ratio ≤ 1.2×: over |")
+    both = measure.figure("report", 16.0, "s", "one pass", 10.0, bound=15.0, ratio_bound=2.0)
+    assert table.row("", both).endswith("| ≤ 15.00 s: over, ratio ≤ 2×: within |")
+
+
+def test_a_benchmark_that_measured_nothing_says_why_in_the_table():
+    skipped = {"bench": "compspec", "size": "lab", "figures": [], "skipped": "the lab is down"}
+    text = table.table([result_line("bench_compspec.py", False, "2026-01-01T00:00:00Z", skipped)])
+    assert "| bench_compspec.py (lab) | not measured: the lab is down |" in text
 
 
 def test_the_readme_table_is_the_one_made_from_the_committed_results():

@@ -1,16 +1,18 @@
 """What keeps selection fast at 100,000 images without changing its answers: every artifact read
-once per run and parsed once per digest, large loads kept away from the cycle collector.
+once per run and parsed once per digest, a cache directory's files not read again while their
+stat is unchanged, large loads kept away from the cycle collector.
 Speed itself is measured by benchmarks/bench_selection.py, never asserted here."""
 
 from __future__ import annotations
 
 import gc
 import json
+import os
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.select import artifacts, bulk, manifest, matching, modes
+from harness.select import artifact_index, artifacts, bulk, manifest, matching, modes
 from harness.select.artifacts import READ_SIZE, ArtifactStore, cache_name
 
 ARCH = "io.archspec.cpu.target"
@@ -98,3 +100,73 @@ def test_the_collector_stays_off_if_it_was_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# The index of a cache directory: a later selection stats each file instead of reading it
+
+
+@pytest.fixture
+def indexed(tmp_path, monkeypatch, store_of):
+    """Selections of any size indexed, every file old enough to be remembered; the images of
+    six artifacts; the parse calls counted."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(artifact_index, "MIN_FILES", 1)
+    monkeypatch.setattr(artifact_index, "RACY_NS", -(10**18))
+    texts = {f"r/{i}": spec("amd64" if i % 2 else "arm64", padding=i) for i in range(6)}
+    store_of(texts)
+    path = tmp_path / "m.yaml"
+    path.write_text("images:\n" + "".join(f"- {{name: {r}, artifact: '{r}'}}\n" for r in texts))
+    parsed = []
+
+    def counted(data, where, parse=artifacts.parse):
+        parsed.append(where)
+        return parse(data, where)
+
+    monkeypatch.setattr(artifacts, "parse", counted)
+    return manifest.load(path), tmp_path / "cache", parsed
+
+
+def selection(images, cache) -> list[tuple]:
+    store = ArtifactStore(cache=cache)
+    store.read_all(images)
+    return [(a.ref, a.digest, a.attributes, a.source) for a in store._memo.values()]
+
+
+def test_a_later_selection_reads_no_unchanged_file(indexed):
+    images, cache, parsed = indexed
+    first = selection(images, cache)
+    assert len(parsed) == 6
+    assert selection(images, cache) == first and len(parsed) == 6
+
+
+def test_a_changed_file_is_read_again(indexed):
+    images, cache, parsed = indexed
+    first = selection(images, cache)
+    changed = cache / cache_name("r/1")
+    changed.write_text(spec("arm64", padding=1))  # same size, other content
+    os.utime(changed, ns=(1, 1))
+    (cache / cache_name("r/2")).write_text(spec("amd64"))  # another size
+    again = selection(images, cache)
+    assert len(parsed) == 8
+    assert again[1][2] == {ARCH: "arm64"} and again[1][1] != first[1][1]
+    assert again[2][2] == {ARCH: "amd64"}
+    assert selection(images, cache) == again and len(parsed) == 8
+
+
+def test_a_file_changed_just_before_it_was_read_is_not_remembered(indexed, monkeypatch):
+    images, cache, parsed = indexed
+    monkeypatch.setattr(artifact_index, "RACY_NS", 10**18)
+    selection(images, cache)
+    selection(images, cache)
+    assert len(parsed) == 12
+
+
+def test_a_missing_or_bad_file_is_reported_as_without_the_index(indexed):
+    images, cache, _ = indexed
+    selection(images, cache)
+    (cache / cache_name("r/3")).write_text("{not json")
+    with pytest.raises(HarnessError, match=r"^image r/3: artifact is not JSON$"):
+        selection(images, cache)
+    (cache / cache_name("r/3")).unlink()
+    with pytest.raises(HarnessError, match=r"^image r/3: artifact r/3 is not in cache "):
+        selection(images, cache)

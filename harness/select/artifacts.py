@@ -20,6 +20,7 @@ import orjson
 
 from harness.errors import HarnessError
 from harness.files import atomic_write, read_input, user_cache
+from harness.select import artifact_index, manifest_cache
 from harness.select.bulk import gc_paused
 from harness.select.manifest import Image, local_artifact
 
@@ -158,14 +159,27 @@ class ArtifactStore:
         self.registry_cache = Path(registry_cache) if registry_cache else user_cache("artifacts")
         self._memo: dict[str, Artifact] = {}  # by reference
         self._parsed: dict[str, dict[str, str]] = {}  # by digest
+        self._alike: dict[tuple, dict[str, str]] = {}  # one dict per distinct attributes
         self._probed: set[str] = set()
         self._client = None
+        self._index: artifact_index.ArtifactIndex | None = None  # during read_all only
 
     def read_all(self, images: Iterable[Image]) -> None:
-        """Every image's artifact, in one pass: what selection reads of 100,000 images."""
+        """Every image's artifact, in one pass: what selection reads of 100,000 images (from
+        a cache directory: through its index, harness.select.artifact_index)."""
+        images = [image for image in images if image.artifact not in self._memo]
+        code = manifest_cache.source(__file__)
         with gc_paused():
-            for image in images:
-                self.get(image.name, image.artifact)
+            if self.cache and code and len(images) >= artifact_index.MIN_FILES:
+                name = manifest_cache.entry_name(self._cache_prefix, code)
+                self._index = artifact_index.ArtifactIndex(name)
+            try:
+                for image in images:
+                    self.get(image.name, image.artifact)
+                if self._index is not None:
+                    self._index.save()
+            finally:
+                self._index = None
 
     def get(self, image_name: str, ref: str | None) -> Artifact | None:
         """The image's artifact; None when it is unusable and skip_invalid was asked for."""
@@ -190,10 +204,16 @@ class ArtifactStore:
             return self._artifact(ref, data, where, f"file:{ref}", ref)
         if self.cache is not None:
             path = self._cache_prefix + cache_name(ref)
+            index = self._index
+            if index is not None and (known := index.lookup(path)):
+                return Artifact(ref, *known, f"cache:{path}")  # its attributes shared already
             data = _read(path, where)
             if data is None:
                 raise HarnessError(f"{where}: artifact {ref} is not in cache {self.cache}")
-            return self._artifact(ref, data, where, f"cache:{path}", path)
+            artifact = self._artifact(ref, data, where, f"cache:{path}", path)
+            if index is not None:
+                index.remember(path, artifact.digest, artifact.attributes)
+            return artifact
         path = self.registry_cache / cache_name(ref)
         if path.is_file():
             return self._artifact(ref, path.read_bytes(), where, f"cache:{path}")
@@ -211,11 +231,13 @@ class ArtifactStore:
         flat = self._parsed.get(digest)
         if flat is None:
             try:
-                flat = self._parsed[digest] = parse(data, where)
+                flat = parse(data, where)
             except HarnessError:
                 if user_file is not None:
                     read_input(user_file, f"{where}: artifact")  # binary, not UTF-8, ...
                 raise
+            # images built alike differ in their artifact's metadata only: share one dict
+            flat = self._parsed[digest] = self._alike.setdefault(tuple(flat.items()), flat)
         return Artifact(ref, digest, flat, source)
 
     def _fetch(self, where: str, ref: str) -> bytes:

@@ -137,7 +137,8 @@ def candidates(
 ) -> list[Verdict]:
     """The images the mode allows, or a HarnessError that says which attribute emptied the set.
 
-    The hot path of selection: host values are normalised once and only the images that pass
+    The hot path of selection: host values are normalised once, each distinct set of artifact
+    attributes is compared once (images built alike share one), and only the images that pass
     get a Verdict; the per-attribute explanation is built only when nothing passes.
     """
     if not mode.keys:
@@ -149,21 +150,28 @@ def candidates(
     wanted = [(k, kinds[k], NORMALISERS[kinds[k]](host[k])) for k in mode.keys]
     store.read_all(images)
     allowed = []
+    decided: dict[int, tuple[Check, ...] | None] = {}  # by id: the store keeps each one alive
     for image in images:
         artifact = store.get(image.name, image.artifact)
         if artifact is None:
             continue
         attrs = artifact.attributes
-        for key, kind, value in wanted:
-            have = attrs.get(key)
-            if have is None or not _agree(kind, value, NORMALISERS[kind](have)):
-                break
-        else:
-            checks = tuple(Check(k, host[k], attrs[k], True) for k in mode.keys)
+        if id(attrs) not in decided:
+            decided[id(attrs)] = _passed(attrs, wanted, mode, host)
+        if (checks := decided[id(attrs)]) is not None:
             allowed.append(Verdict(image, checks, artifact.digest))
     if not allowed:
         raise HarnessError(why_empty(mode, judge(images, mode, host, store)))
     return allowed
+
+
+def _passed(attrs: dict[str, str], wanted: list, mode: Mode, host: dict[str, str]):
+    """The checks of artifact attributes that agree with the host on every key, else None."""
+    for key, kind, value in wanted:
+        have = attrs.get(key)
+        if have is None or not _agree(kind, value, NORMALISERS[kind](have)):
+            return None
+    return tuple(Check(k, host[k], attrs[k], True) for k in mode.keys)
 
 
 MATCHERS = ("native", "compspec-go")

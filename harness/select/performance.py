@@ -58,9 +58,23 @@ def median(values: list[float]) -> float:
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _binomial_cdf(k: int, n: int) -> float:
-    """P(B <= k) for B ~ binomial(n, 1/2)."""
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+def _interval(n: int, confidence: float) -> tuple[int, float]:
+    """The j of the interval [x(j), x(n-1-j)] (0-based) and its coverage of the median,
+    1 - 2 P(B <= j), B ~ binomial(n, 1/2): the largest j up to the middle whose coverage is
+    still >= confidence, else 0. P(B <= j) * 2**n is counted exactly from the middle outwards
+    (a few sqrt(n) terms for a usual confidence; counted from 0, a spread of 100,000 values
+    took hours)."""
+    total = 2**n
+    top = max(0, (n - 2) // 2)  # the largest j with j < n - 1 - j
+    inside = sum(math.comb(n, i) for i in range(top + 1, n - top))  # 2**n - 2 P(B <= top)
+    term = math.comb(n, top)
+    j = top
+    while j > 0 and 1 - 2 * ((total - inside) // 2 / total) < confidence:
+        inside += 2 * term
+        term = term * j // (n - j + 1)
+        j -= 1
+    coverage = 1 - 2 * ((total - inside) // 2 / total) if n > 1 else 0.0
+    return j, coverage
 
 
 def spread(values: Iterable[float], confidence: float = 0.95) -> Spread:
@@ -71,12 +85,7 @@ def spread(values: Iterable[float], confidence: float = 0.95) -> Spread:
     n = len(ordered)
     if not n:
         raise ValueError("a spread of no values")
-    # [x(j), x(n-1-j)] (0-based) covers the median with 1 - 2 P(B <= j); take the largest j
-    # that still gives the confidence
-    j = 0
-    while j + 1 < n - 1 - (j + 1) and 1 - 2 * _binomial_cdf(j + 1, n) >= confidence:
-        j += 1
-    coverage = 1 - 2 * _binomial_cdf(j, n) if n > 1 else 0.0
+    j, coverage = _interval(n, confidence)
     return Spread(n, median(ordered), ordered[j], ordered[n - 1 - j], round(coverage, 4))
 
 
