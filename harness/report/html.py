@@ -125,23 +125,23 @@ def _evidence(summary: Summary) -> list[str]:
     return ["<h2>Failures and their evidence</h2>", _table(table)]
 
 
-def log_href(path: str, mode: str, outdir: Path, dest: Path) -> str:
-    """A link to a log: relative to the page when the log is inside the outdir, else a
-    file:// URL. A relative path in a record is relative to where the run started; the runner
-    puts logs at OUTDIR/logs/MODE/NAME, so such a tail is found in the outdir."""
+def log_href(path: str, mode: str, root: Path, dest: Path) -> str:
+    """A link to a log: relative to the page (in `dest`) when the log is inside the outdir
+    (`root`; both resolved), else a file:// URL. A relative path in a record is relative to
+    where the run started; the runner puts logs at OUTDIR/logs/MODE/NAME, so such a tail is
+    found in the outdir."""
     p = Path(path)
-    root = outdir.resolve()
     if not p.is_absolute() and p.parts[-3:-1] == ("logs", mode):
         p = root / "logs" / mode / p.name
-    p = p if p.is_absolute() else Path.cwd() / p
-    if p.resolve().is_relative_to(root):
-        return quote(os.path.relpath(p.resolve(), dest.resolve()))
-    return p.resolve().as_uri()
+    p = p.resolve()  # relative: against the working directory
+    if p.is_relative_to(root):
+        return quote(os.path.relpath(p, dest))
+    return p.as_uri()
 
 
-def _iteration_row(it: Iteration, outdir: Path, dest: Path) -> list:
+def _iteration_row(it: Iteration, root: Path, dest: Path) -> list:
     links = [
-        f'<a href="{escape(log_href(p, it.mode, outdir, dest))}">{name}</a>'
+        f'<a href="{escape(log_href(p, it.mode, root, dest))}">{name}</a>'
         for name, p in (("stdout", it.stdout_path), ("stderr", it.stderr_path))
         if p
     ]
@@ -167,7 +167,8 @@ def _iterations(summary: Summary, dest: Path) -> list[str]:
                 f"<p>The first {len(listed.iterations)} are listed; {listed.left_out} more are "
                 f"in <code>{escape(out.path)}/records.jsonl</code>.</p>"
             )
-        rows = [_iteration_row(it, Path(out.path), dest) for it in listed.iterations]
+        root, page = Path(out.path).resolve(), dest.resolve()  # once, not per link
+        rows = [_iteration_row(it, root, page) for it in listed.iterations]
         head = ["mode", "iteration", "image", "reason", "evidence", "logs"]
         parts.append(_table(Table(head, "lrllll", rows)))
     return parts
