@@ -358,3 +358,14 @@ def test_the_direction_of_a_measure_is_its_applications():
     assert performance.ranking(names, census("timesteps_per_s", "lammps"), {})[0] == "b"
     assert performance.ranking(names, census("timesteps_per_s", "netpipe"), {})[0] == "a"
     assert performance.ranking(names, census("max_bandwidth_mbps", "mine"), {})[0] == "a"
+
+
+def test_a_census_of_one_run_each_gives_times_but_no_interval(tmp_path, capsys):
+    from harness.commands.run import _speeds
+
+    setup = four_images(tmp_path)
+    write_census(tmp_path / "c", setup, {"plain": [4.0], "opt": [3.0], "v3": [3.5], "v4": [1.0]})
+    _speeds(tmp_path / "c")
+    lines = capsys.readouterr().err.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["v4.sif", "opt.sif", "v3.sif", "plain.sif"]
+    assert all(line.endswith("n=1") and "[" not in line for line in lines)

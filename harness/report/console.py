@@ -154,7 +154,7 @@ def _speed_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> 
         [
             short[k],
             str(s.n),
-            f"{100 * s.coverage:.0f} %",
+            fmt.covers(s),
             fmt.figure_ci(s, "s"),
             fmt.next_verdict(s, after),
         ]

@@ -172,7 +172,7 @@ def _speeds(summary: Summary) -> Section:
             [
                 Code(short[key]),
                 str(s.n),
-                f"{100 * s.coverage:.0f} %",
+                fmt.covers(s),
                 fmt.figure_ci(s, "s"),
                 fmt.next_verdict(s, after),
                 *(

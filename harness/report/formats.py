@@ -48,9 +48,14 @@ def fastest_first(summary: Summary, keys: Iterable[str]) -> list[tuple[str, Spre
 
 def next_verdict(s: Spread, after: Spread | None) -> str:
     """Whether an image's interval is clear of the next slower image's."""
-    if after is None:
+    if after is None or s.n < 2 or after.n < 2:  # a single run has no interval
         return "–"
     return "overlaps" if s.overlaps(after) else "faster"
+
+
+def covers(s: Spread) -> str:
+    """What a median's interval really covers; – for a single run, which has none."""
+    return "–" if s.n < 2 else f"{100 * s.coverage:.0f} %"
 
 
 def tts_ci(median: float | None, ci: tuple[float, float] | None) -> str:
