@@ -218,7 +218,6 @@ CASES = {
 }
 
 
-
 def cmd_case(command: str, *extra: str):
     """Another command over the same valid setup, spoiled by `extra`."""
     selection = {"candidates", "explain", "predict"}
@@ -416,6 +415,7 @@ CASES.update(
         "manifest init no images": (lambda d: ["manifest", "init", "-o", str(d / "x.yaml")], ""),
     }
 )
+
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_and_leaves_nothing(base, capsys, case):
