@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -34,11 +35,26 @@ def spawn(
 
 
 def wait(proc: subprocess.Popen, seconds: float) -> int | None:
-    """The process's return code once it has ended within `seconds`, else None."""
+    """The process's return code once it has ended within `seconds`, else None. Woken by the
+    exit itself through a pidfd: Popen.wait(timeout) polls in sleeps of up to 50 ms, which every
+    run time measured from its return would carry (3 % of a 1.6 s job)."""
+    if proc.returncode is not None:
+        return proc.returncode
     try:
-        return proc.wait(timeout=max(0.0, seconds))
-    except subprocess.TimeoutExpired:
-        return None
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd here (not Linux >= 5.3): Popen's polling
+        try:
+            return proc.wait(timeout=max(0.0, seconds))
+        except subprocess.TimeoutExpired:
+            return None
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, round(seconds * 1000))):
+            return None
+    finally:
+        os.close(fd)
+    return proc.wait()
 
 
 def exit_status(returncode: int) -> tuple[int, int | None]:
