@@ -281,19 +281,16 @@ def _speeds(outdir: Path) -> None:
     census = performance.read_census(outdir)
     if census is None or not census.speeds:
         return
-    order = performance.ranking(list(census.speeds), census, {})
-    width = max(len(short_name(name)) for name in order)
+    ranked = performance.fastest_first(census.speeds)
+    width = max(len(short_name(r.name)) for r in ranked)
+    verdicts = {None: "", True: "  faster than the next", False: "  overlaps the next"}
     print("census: time-to-solution per image that ran, fastest first", file=sys.stderr)
-    for name, after in zip(order, [*order[1:], None], strict=True):
-        s = census.speeds[name]
-        line = f"{short_name(name):<{width}}  {s.median:6.2f} s"
-        if s.n < 2:  # one run: a time, no interval, nothing to tell it from the next
+    for r in ranked:
+        s = r.spread
+        line = f"{short_name(r.name):<{width}}  {s.median:6.2f} s"
+        if s.n < 2:  # one run: a time, no interval
             print(f"  {line}  n=1", file=sys.stderr)
             continue
         covers = "" if s.coverage >= 0.95 else f" (covers {s.coverage:.0%})"
-        verdict = ""
-        if after is not None and census.speeds[after].n > 1:
-            clear = not s.overlaps(census.speeds[after])
-            verdict = "  faster than the next" if clear else "  overlaps the next"
         line += f" [{s.low:.2f}–{s.high:.2f}]{covers}"
-        print(f"  {line}  n={s.n}{verdict}", file=sys.stderr)
+        print(f"  {line}  n={s.n}{verdicts[r.clear_of_next]}", file=sys.stderr)

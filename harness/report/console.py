@@ -152,22 +152,16 @@ def _speed_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> 
     order = fmt.fastest_first(summary, keys)
     left = [
         [
-            short[k],
-            str(s.n),
-            fmt.covers(s),
-            fmt.figure_ci(s, "s"),
-            fmt.next_verdict(s, after),
+            short[r.name],
+            str(r.spread.n),
+            fmt.covers(r.spread),
+            fmt.figure_ci(r.spread, "s"),
+            fmt.next_verdict(r),
         ]
-        for k, s, after in order
+        for r in order
     ]
-    columns = [c for c in summary.columns if any(c.name in images[k].speed for k, *_ in order)]
-    right = [
-        [
-            fmt.figure_ci(images[k].speed[c.name], c.units) if c.name in images[k].speed else "–"
-            for c in columns
-        ]
-        for k, *_ in order
-    ]
+    columns = [c for c in summary.columns if any(c.name in images[r.name].speed for r in order)]
+    right = [[fmt.speed_cell(images[r.name], c) for c in columns] for r in order]
     head_left = ["image", "ok", "covers", "time-to-solution [95 % CI]", "vs next"]
     head_right = [f"{c.label} [95 % CI]" for c in columns]
     title = f"{label}: census, speed per image, fastest first"

@@ -166,19 +166,15 @@ def _speeds(summary: Summary) -> Section:
     head = ["image", "ok", "covers", "time-to-solution [95 % CI]", "vs next"]
     head += [f"{c.label} [95 % CI]" for c in summary.columns]
     table = Table(head, "lrrrl" + "r" * len(summary.columns))
-    for key, s, after in fmt.fastest_first(summary, images):
-        speed = images[key].speed
+    for r in fmt.fastest_first(summary, images):
         table.rows.append(
             [
-                Code(short[key]),
-                str(s.n),
-                fmt.covers(s),
-                fmt.figure_ci(s, "s"),
-                fmt.next_verdict(s, after),
-                *(
-                    fmt.figure_ci(speed[c.name], c.units) if c.name in speed else "–"
-                    for c in summary.columns
-                ),
+                Code(short[r.name]),
+                str(r.spread.n),
+                fmt.covers(r.spread),
+                fmt.figure_ci(r.spread, "s"),
+                fmt.next_verdict(r),
+                *(fmt.speed_cell(images[r.name], c) for c in summary.columns),
             ]
         )
     return Section("speeds", [Heading("Census: speed per image, fastest first"), table])

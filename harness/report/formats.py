@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from harness.judge.reasons import REASONS, SUCCESS, counts_in_rate
-from harness.report.model import Comparison, Expected, Summary
+from harness.report.model import Comparison, Expected, FigureColumn, ImageRow, Summary
 from harness.report.ordering import image_tag, reason_order
-from harness.select.performance import TIME_TO_SOLUTION, Spread
+from harness.select import performance
+from harness.select.performance import TIME_TO_SOLUTION, Ranked, Spread
 
 
 def pct(x: float | None) -> str:
@@ -34,23 +35,23 @@ def figure_ci(s: Spread, units: str) -> str:
     return f"{num(s.median)} [{num(s.low)}–{num(s.high)}]"
 
 
-def fastest_first(summary: Summary, keys: Iterable[str]) -> list[tuple[str, Spread, Spread | None]]:
-    """The census images that ran, by median time-to-solution, each with its spread and the
-    next slower image's (None for the slowest)."""
+def fastest_first(summary: Summary, keys: Iterable[str]) -> list[Ranked]:
+    """The census images (row keys) that ran, by median time-to-solution."""
     images = summary.images or {}
-    ran = sorted(
-        (k for k in keys if TIME_TO_SOLUTION in images[k].speed),
-        key=lambda k: images[k].speed[TIME_TO_SOLUTION].median,
+    return performance.fastest_first(
+        {k: images[k].speed[TIME_TO_SOLUTION] for k in keys if TIME_TO_SOLUTION in images[k].speed}
     )
-    spreads = [images[k].speed[TIME_TO_SOLUTION] for k in ran]
-    return list(zip(ran, spreads, [*spreads[1:], None], strict=False))
 
 
-def next_verdict(s: Spread, after: Spread | None) -> str:
+def speed_cell(row: ImageRow, column: FigureColumn) -> str:
+    """An image's median of a headline figure with its interval; – when no success gave it."""
+    s = row.speed.get(column.name)
+    return "–" if s is None else figure_ci(s, column.units)
+
+
+def next_verdict(r: Ranked) -> str:
     """Whether an image's interval is clear of the next slower image's."""
-    if after is None or s.n < 2 or after.n < 2:  # a single run has no interval
-        return "–"
-    return "overlaps" if s.overlaps(after) else "faster"
+    return {None: "–", True: "faster", False: "overlaps"}[r.clear_of_next]
 
 
 def covers(s: Spread) -> str:

@@ -91,7 +91,7 @@ def _modes(outs: list[OutdirData], order: ModeOrder) -> dict[str, ModeRow]:
                 outdir=o.label,
                 mode=mode,
                 **counts(g.reasons),
-                median_wall_s=median(run_times),
+                median_wall_s=None if tts is None else tts.median,
                 tts_ci95=None if tts is None else (tts.low, tts.high),
                 tts_coverage=None if tts is None else round(tts.coverage, 4),
                 regret_s=None if tts is None or fastest is None else tts.median - fastest,
@@ -122,6 +122,11 @@ def _images(outs: list[OutdirData]) -> dict[str, ImageRow]:
             g = o.images[image]
             c = counts(g.reasons)
             worst = _worst(c["reasons"])
+            speed = {
+                TIME_TO_SOLUTION if k == "run_s" else k: spread(v)
+                for k, v in g.values.items()
+                if len(v)
+            }
             rows[_shared_key(o.label, image, shared)] = ImageRow(
                 outdir=o.label,
                 image=image,
@@ -129,12 +134,11 @@ def _images(outs: list[OutdirData]) -> dict[str, ImageRow]:
                 reason=worst,
                 evidence=g.evidence[worst].top() if worst else None,
                 application=g.app,
-                figures={k: median(v) for k, v in g.values.items() if k != "run_s"},
-                speed={
-                    TIME_TO_SOLUTION if k == "run_s" else k: spread(v)
-                    for k, v in g.values.items()
-                    if len(v)
+                # the medians the spreads hold; None where no success gave the figure
+                figures={
+                    k: speed[k].median if k in speed else None for k in g.values if k != "run_s"
                 },
+                speed=speed,
             )
     return rows
 

@@ -49,6 +49,28 @@ class Spread:
         return self.low <= other.high and other.low <= self.high
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """An image in a ranking by speed, and whether its interval is clear of the next (slower)
+    image's: None for the slowest, and beside a single run (no interval to compare)."""
+
+    name: str
+    spread: Spread
+    clear_of_next: bool | None
+
+
+def fastest_first(speeds: dict[str, Spread]) -> list[Ranked]:
+    """Images by their median time-to-solution, lowest first (ties keep the given order)."""
+    order = sorted(speeds, key=lambda name: speeds[name].median)
+    ranked = []
+    for i, name in enumerate(order):
+        s = speeds[name]
+        after = speeds[order[i + 1]] if i + 1 < len(order) else None
+        clear = None if after is None or s.n < 2 or after.n < 2 else not s.overlaps(after)
+        ranked.append(Ranked(name, s, clear))
+    return ranked
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     n = len(ordered)
