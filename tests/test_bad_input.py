@@ -309,6 +309,18 @@ CASES.update(
         "host missing": (lambda d: ((d / "host.json").unlink(), run_args(d))[1], "no such file"),
         # mode files, further
         "mode file key a list": (mode_file_case("modes: {m: {keys: [[a]]}}"), "not a string"),
+        "mode file against itself": (
+            mode_file_case("modes: {m: {keys: [], against: m}}"),
+            "'against' must name another mode",
+        ),
+        "mode file against a list": (
+            mode_file_case("modes: {m: {keys: [], against: [random]}}"),
+            "'against' must name another mode",
+        ),
+        "mode file against no mode": (
+            mode_file_case("modes: {m: {keys: [], against: descriptve-mpi}}"),
+            "measured against 'descriptve-mpi', which is not a mode",
+        ),
         "mode file key a mapping": (mode_file_case("modes: {m: {keys: [{a: 1}]}}"), "not a string"),
         "mode file key a number": (mode_file_case("modes: {m: {keys: [3]}}"), "not a string"),
         "mode file keys a string": (mode_file_case("modes: {m: {keys: a}}"), "'keys' list"),

@@ -962,3 +962,38 @@ def test_time_to_solution_interval_and_regret_against_the_census(tmp_path: Path)
     without = tmp_path / "no-census"
     fill(without, "basic", {"success": 2})
     assert summary(without)["modes"]["basic"]["regret_s"] is None
+
+
+def test_a_mode_against_its_baseline_mode(tmp_path: Path):
+    """descriptive-performance names descriptive-mpi as its baseline (modes.yaml `against`): the
+    report gives the shift of its time-to-solution with the interval, in every file, from the
+    successes only; a mode without a baseline gets none."""
+    out = tmp_path / "run"
+    picked = [*[1.6, 1.61] * 2, *[2.0] * 6, 0.1, 0.1]
+    fill(out, "descriptive-mpi", {"success": 10, "mpi": 2}, run_s=picked)
+    fill(out, "descriptive-performance", {"success": 10}, run_s=[1.6 + i / 1000 for i in range(10)])
+    built = build(out)
+    row = built.to_json()["modes"]["descriptive-performance"]
+    assert row["against"] == "descriptive-mpi"
+    shift = row["shift"]
+    assert (shift["n"], shift["n_baseline"]) == (10, 10)  # the failures' 0.1 s left out
+    assert shift["verdict"] == "faster" and shift["ci"][1] < 0
+    assert built.to_json()["modes"]["descriptive-mpi"]["shift"] is None
+    dest = tmp_path / "report"
+    report.write(built, dest)
+    assert "Time-to-solution against a baseline mode" in (dest / "report.md").read_text()
+    csv_row = {r["mode"]: r for r in csv.DictReader((dest / "report.csv").open())}
+    assert csv_row["descriptive-performance"]["against"] == "descriptive-mpi"
+    assert float(csv_row["descriptive-performance"]["shift_ci95_hi"]) < 0
+    assert csv_row["descriptive-mpi"]["shift_s"] == ""
+    console = Console(record=True, width=100)
+    report.render(built, console)
+    text = console.export_text()
+    table = text[text.index("against a baseline mode") :]
+    line = next(x for x in table.splitlines() if x.strip().startswith("descriptive-performance"))
+    assert "descriptive-mpi" in line and line.rstrip().endswith("faster")
+    narrow = Console(record=True, width=60)
+    report.render(built, narrow)
+    text = narrow.export_text()
+    assert all(len(x) <= 60 for x in text.splitlines())
+    assert report.formats.shift_cells(built.modes["descriptive-performance"])[2] in text

@@ -172,6 +172,8 @@ def wide_outdirs(tmp_path: Path) -> list[Path]:
     every |= {"unknown": 123456 - 11}
     fill(first, "random", every)
     fill(first, long_mode, {"success": 12, "gpu": 3})
+    fill(first, "descriptive-mpi", {"success": 9, "mpi": 1})  # the performance mode's baseline
+    fill(first, "descriptive-performance", {"success": 10})
     second = tmp_path / "campaign-2025-11-hybrid-model"
     fill(second, "random", {"success": 40, "os-abi": 7})
     fill(second, long_mode, {"success": 2})
@@ -198,6 +200,11 @@ def test_every_table_fits_and_keeps_its_numbers(tmp_path: Path, width: int):
         assert report.formats.rate_ci(m.rate, m.ci95) in flat
     for e in s.expected.values():
         assert report.formats.measured(e) in flat
+    shift = s.modes["descriptive-performance"]
+    assert shift.shift is not None
+    against, _, cell, _, verdict = report.formats.shift_cells(shift)  # successes: the mode table's
+    for cell in (against, cell, verdict):  # the shift, its interval and verdict, whole
+        assert cell in flat, cell
 
 
 def test_the_cli_fits_100_columns(tmp_path: Path):

@@ -69,6 +69,28 @@ def _mode_tables(out: OutdirInfo, rows: list[ModeRow], failures: list[str], wide
     ]
 
 
+def _shift_tables(label: str, rows: list[ModeRow], wide: bool) -> list:
+    """Each mode that names a baseline mode (modes.yaml `against`): how much faster it ran (the
+    successes it compares are the mode table's); when not wide, the shift goes into a table of
+    its own, without what its interval covers."""
+    head = fmt.SHIFT_HEAD
+    cells = [[m.mode, *fmt.shift_cells(m)] for m in rows if m.against is not None]
+    title = f"{label}: time-to-solution against a baseline mode"
+    if wide:
+        keep = [0, 1, 3, 4, 5]  # mode, against, shift, covers, verdict
+        return [_table(title, [head[i] for i in keep], [[r[i] for i in keep] for r in cells], 2)]
+    first, second = [0, 1, 5], [0, 3]
+    return [
+        _table(title, [head[i] for i in first], [[r[i] for i in first] for r in cells], 2, False),
+        _table(
+            f"{label}: the shift",
+            [head[i] for i in second],
+            [[r[i] for i in second] for r in cells],
+            wide=False,
+        ),
+    ]
+
+
 def _expected_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> list:
     """Expected beside measured; when not wide, the measured side gets a table of its own."""
     left, right = [], []
@@ -227,6 +249,8 @@ def render(summary: Summary, console) -> None:
             present = fmt.seen(rows)
             failures = fmt.reason_columns([r for r in fmt.all_reasons(summary) if r in present])
             _print_fitting(console, partial(_mode_tables, out, rows, failures))
+            if any(m.against is not None for m in rows):
+                _print_fitting(console, partial(_shift_tables, label, rows))
         if expected:
             _print_fitting(console, partial(_expected_tables, label, summary, expected))
         if images:

@@ -62,6 +62,8 @@ class Section:
 
 def document(summary: Summary) -> list[Section]:
     sections = [_title(summary), _modes(summary)]
+    if any(m.against is not None for m in summary.modes.values()):
+        sections.append(_shifts(summary))
     if summary.expected is not None:
         sections.append(_expected(summary))
     if summary.images is not None:
@@ -109,6 +111,15 @@ def _modes(summary: Summary) -> Section:
             ]
         )
     return Section("modes", [table])
+
+
+def _shifts(summary: Summary) -> Section:
+    table = Table(fmt.SHIFT_HEAD, "llrrrl")
+    for key, m in summary.modes.items():
+        if m.against is not None:
+            against, *cells = fmt.shift_cells(m)
+            table.rows.append([Code(key), Code(against), *cells])
+    return Section("shifts", [Heading("Time-to-solution against a baseline mode"), table])
 
 
 def _expected(summary: Summary) -> Section:
@@ -205,6 +216,14 @@ HOW_TO_READ = [
     "95 %; with 5 runs or fewer, the whole range, which covers less). `regret` is that median "
     "minus the fastest image's median in the outdir's census: the time a mode loses against "
     "always picking the fastest image that runs here (– without a census).",
+    "`against a baseline mode`: a mode that names one in its definition (`against` in "
+    "harness/data/modes.yaml; descriptive-performance against descriptive-mpi, the random pick "
+    "among the same images) gets the shift of its time-to-solution: the median of the "
+    "differences between each of its successful runs and each of the baseline's (Hodges–"
+    "Lehmann; negative: faster), with its distribution-free 95 % interval (Moses', from the "
+    "Mann–Whitney U). `faster` when the interval is below zero, `slower` above, `not told "
+    "apart` when it holds zero. Two modes' medians can have touching intervals while one is "
+    "clearly faster: a random pick among three images runs the fastest a third of the time.",
     "A census (mode `census`, every image K times) is not a selection mode: it is shown per "
     "image, with the most frequent failure and its most frequent evidence line, and the medians "
     "over the successful runs of the application's headline figures of merit (the figures "

@@ -38,6 +38,7 @@ def csv_text(summary: Summary) -> str:
         ["key", "outdir", "mode", "n", "success", "rate", "ci95_lo", "ci95_hi", *reasons]
         + ["median_wall_s", "runs", "expected_rate", "expected_outside"]
         + ["tts_ci95_lo", "tts_ci95_hi", "regret_s"]
+        + ["against", "shift_s", "shift_ci95_lo", "shift_ci95_hi"]
     )
     expected = {(e.outdir, e.mode): e for e in (summary.expected or {}).values()}
     for key, m in summary.modes.items():
@@ -59,6 +60,12 @@ def csv_text(summary: Summary) -> str:
                 "" if e is None or e.outside is None else str(e.outside).lower(),
                 *(("", "") if m.tts_ci95 is None else (f"{v:.3f}" for v in m.tts_ci95)),
                 "" if m.regret_s is None else f"{m.regret_s:.3f}",
+                m.against or "",
+                *(
+                    ("", "", "")
+                    if m.shift is None
+                    else (f"{v:.3f}" for v in (m.shift.estimate, m.shift.low, m.shift.high))
+                ),
             ]
         )
     return buf.getvalue()

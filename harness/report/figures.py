@@ -169,7 +169,8 @@ def _walltimes_figure(plt, summary: Summary, keys: list[str], width: float, rota
 def _verdict_figure(plt, summary: Summary, keys: list[str], width: float):
     """Per mode, side by side: how often it runs (rate, Wilson 95 %) and how fast what it
     picks runs (median time-to-solution of the successes, 95 % interval), modes top down in
-    the user's order; the census's fastest image as a line."""
+    the user's order; the census's fastest image as a line; under a mode measured against a
+    baseline mode, its shift."""
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(max(8.0, width), 0.45 * len(keys) + 1.8), dpi=DPI, sharey=True
     )
@@ -187,13 +188,19 @@ def _verdict_figure(plt, summary: Summary, keys: list[str], width: float):
             low, high = m.tts_ci95
             err = [[m.median_wall_s - low], [high - m.median_wall_s]]
             right.errorbar(m.median_wall_s, yi, xerr=err, fmt="o", color="black", capsize=3)
+        if m.shift is not None and m.tts_ci95 is not None:  # the two-sample answer beside it
+            right.annotate(
+                f"{m.shift.verdict} than {m.against}:\n{fmt.shift_cells(m)[2]}",
+                xy=(m.tts_ci95[1], yi), xytext=(8, 0), textcoords="offset points",
+                va="center", fontsize=7,
+            )  # fmt: skip
     fastest = [m.median_wall_s - m.regret_s for m in rows if m.regret_s is not None]
     if fastest:
         right.axvline(
             fastest[0], color=reason_colour(SUCCESS), linestyle="--", linewidth=1,
             label="fastest image (census)",
         )  # fmt: skip
-        right.legend(loc="lower right", fontsize=7, frameon=False)
+        right.legend(loc="best", fontsize=7, frameon=False)
     left.set_yticks(y, keys)
     left.set_xlim(0, 105)
     left.set_xlabel("success rate (%), 95 % interval")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from harness.judge.reasons import REASONS, SUCCESS, counts_in_rate
-from harness.report.model import Comparison, Expected, FigureColumn, ImageRow, Summary
+from harness.report.model import Comparison, Expected, FigureColumn, ImageRow, ModeRow, Summary
 from harness.report.ordering import image_tag, reason_order
 from harness.select import performance
 from harness.select.performance import TIME_TO_SOLUTION, Ranked, Spread
@@ -64,6 +64,25 @@ def tts_ci(median: float | None, ci: tuple[float, float] | None) -> str:
     if median is None or ci is None:
         return "–"
     return f"{median:.2f} s [{ci[0]:.2f}–{ci[1]:.2f}]"
+
+
+def shift_cells(m: ModeRow) -> list[str]:
+    """A mode against its baseline: the baseline, the runs on each side, the shift with its
+    interval (`-0.143 s [-0.203, -0.001]`: three decimals, so a bound near zero keeps its sign),
+    what the interval covers, and the verdict."""
+    s = m.shift
+    if s is None:
+        return [m.against or "–", "–", "–", "–", "–"]
+    return [
+        m.against or "–",
+        f"{s.n} vs {s.n_baseline}",
+        f"{s.estimate:+.3f} s [{s.low:+.3f}, {s.high:+.3f}]",
+        f"{100 * s.coverage:.0f} %",
+        s.verdict,
+    ]
+
+
+SHIFT_HEAD = ["mode", "against", "successes", "shift [95 % CI]", "covers", "verdict"]
 
 
 def regret(seconds: float | None) -> str:

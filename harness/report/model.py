@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from harness.report.aggregate import Iteration
 from harness.report.ordering import ModeOrder
+from harness.report.shift import Shift
 from harness.select.performance import Spread
 
 SCHEMA = "compat-harness/report/2"  # 2: n leaves out reasons with rate false (infra)
@@ -67,6 +68,8 @@ class ModeRow(Counts):
     regret_s: float | None = None
     run_times: Sequence[float] = field(default_factory=list, repr=False)  # the successes'
     evidence: dict[str, str] = field(default_factory=dict)  # reason -> most frequent line
+    against: str | None = None  # the mode it is measured against (modes.yaml `against`)
+    shift: Shift | None = None  # its time-to-solution minus that mode's, where both ran
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +80,8 @@ class ModeRow(Counts):
             "tts_ci95": None if self.tts_ci95 is None else list(self.tts_ci95),
             "tts_coverage": self.tts_coverage,
             "regret_s": self.regret_s,
+            "against": self.against,
+            "shift": None if self.shift is None else self.shift.to_json(),
         }
 
 

@@ -30,7 +30,9 @@ from harness.report.model import (
     Summary,
 )
 from harness.report.ordering import ModeOrder, image_matches, image_sort_key
+from harness.report.shift import Shift, shift
 from harness.report.stats import binomial_interval, counts, median
+from harness.select import modes as mode_data
 from harness.select.performance import TIME_TO_SOLUTION, spread
 
 
@@ -54,7 +56,7 @@ def summarize(aggregates: Aggregates, mode_file: str | Path | None = None) -> Su
     filters = aggregates.filters
     order = mode_order(aggregates, mode_file)
     summary = Summary(
-        modes=_modes(outs, order),
+        modes=_modes(outs, order, mode_data.load(mode_file)),
         outdirs=[
             OutdirInfo(o.label, str(o.path), o.records, o.kept if filters else None) for o in outs
         ],
@@ -78,7 +80,9 @@ def _shared_key(label: str, name: str, shared: Counter) -> str:
     return f"{label}:{name}" if shared[name] > 1 else name
 
 
-def _modes(outs: list[OutdirData], order: ModeOrder) -> dict[str, ModeRow]:
+def _modes(
+    outs: list[OutdirData], order: ModeOrder, known: dict[str, mode_data.Mode]
+) -> dict[str, ModeRow]:
     shared = Counter(mode for o in outs for mode in o.modes)
     rows: dict[str, ModeRow] = {}
     for o in outs:
@@ -87,6 +91,7 @@ def _modes(outs: list[OutdirData], order: ModeOrder) -> dict[str, ModeRow]:
             g = o.modes[mode]
             run_times = g.values["run_s"]
             tts = spread(run_times) if len(run_times) else None
+            against = known[mode].against if mode in known else None
             rows[_shared_key(o.label, mode, shared)] = ModeRow(
                 outdir=o.label,
                 mode=mode,
@@ -97,8 +102,19 @@ def _modes(outs: list[OutdirData], order: ModeOrder) -> dict[str, ModeRow]:
                 regret_s=None if tts is None or fastest is None else tts.median - fastest,
                 run_times=run_times,
                 evidence={r: lines.top() for r, lines in g.evidence.items()},
+                against=against,
+                shift=_shift(o, mode, against),
             )
     return rows
+
+
+def _shift(out: OutdirData, mode: str, against: str | None) -> Shift | None:
+    """The mode's time-to-solution against its baseline mode's in the same outdir, where both
+    have successful runs."""
+    if against is None or against not in out.modes:
+        return None
+    mine, theirs = out.modes[mode].values["run_s"], out.modes[against].values["run_s"]
+    return shift(theirs, mine) if len(mine) and len(theirs) else None
 
 
 def _fastest(out: OutdirData) -> float | None:

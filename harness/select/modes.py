@@ -32,6 +32,7 @@ class Mode:
     keys: tuple[str, ...]
     description: str = ""
     choose: Choice | None = None  # None: a seeded random pick among the candidates
+    against: str | None = None  # the mode whose run times the report measures this one's against
 
 
 def _choice(body: object, where: str, known: dict[str, str]) -> Choice | None:
@@ -76,19 +77,33 @@ def _parse(data: object, where: str) -> dict[str, Mode]:
                     f"{where}: mode {name!r} uses unknown attribute key {key!r} "
                     f"(known: {', '.join(sorted(known))})"
                 )
+        against = body.get("against")
+        if against is not None and (not isinstance(against, str) or against == name):
+            raise HarnessError(f"{where}: mode {name!r}: 'against' must name another mode")
         modes[str(name)] = Mode(
             str(name),
             tuple(body["keys"]),
             str(body.get("description", "")),
             _choice(body.get("choose"), f"{where}: mode {name!r}", known),
+            against,
         )
+    return modes
+
+
+def _check_against(modes: dict[str, Mode], where: str) -> dict[str, Mode]:
+    for mode in modes.values():
+        if mode.against is not None and mode.against not in modes:
+            raise HarnessError(
+                f"{where}: mode {mode.name!r} is measured against {mode.against!r}, "
+                f"which is not a mode (known: {', '.join(modes)})"
+            )
     return modes
 
 
 @cache
 def builtin() -> dict[str, Mode]:
     text = resources.files("harness").joinpath("data/modes.yaml").read_text()
-    return _parse(yaml.safe_load(text), "built-in modes")
+    return _check_against(_parse(yaml.safe_load(text), "built-in modes"), "built-in modes")
 
 
 def load(mode_file: str | Path | None = None) -> dict[str, Mode]:
@@ -101,6 +116,7 @@ def load(mode_file: str | Path | None = None) -> dict[str, Mode]:
         except yaml.YAMLError as exc:
             raise syntax_error(exc, "mode file", path) from None
         modes.update(_parse(data, f"mode file {path}"))
+        _check_against(modes, f"mode file {path}")
     return modes
 
 
