@@ -59,9 +59,20 @@ def test_few_runs_give_the_whole_range_and_say_how_little_it_covers():
         spread([])
 
 
-def test_overlap():
-    fast, slow = spread([1.0, 1.1, 1.2]), spread([2.0, 2.1, 2.2])
-    assert not fast.overlaps(slow) and fast.overlaps(spread([1.15, 3.0, 3.1]))
+def test_faster_than_the_next_is_the_shift_not_the_medians_intervals():
+    """Five runs each: the medians' intervals (the whole ranges) overlap, yet every pair of runs
+    but one says the second image is slower; an image like the next is not told apart."""
+    times = {"a": [1.0, 1.1, 1.2, 1.3, 2.05], "b": [2.0, 2.1, 2.2, 2.3, 2.4], "c": [2.1, 2.2, 2.3]}
+    ranked = performance.fastest_first({k: spread(v) for k, v in times.items()}, times)
+    assert [r.name for r in ranked] == ["a", "b", "c"]
+    a, b = ranked[0].spread, ranked[1].spread
+    assert a.low <= b.high and b.low <= a.high  # the intervals overlap
+    assert ranked[0].clear_of_next is True and ranked[0].to_next.estimate == pytest.approx(1.0)
+    assert ranked[1].clear_of_next is False  # 2.2 against 2.2: not told apart
+    assert ranked[2].to_next is None and ranked[2].clear_of_next is None
+    few = {"x": [1.0], "y": [2.0, 2.1]}
+    ranked = performance.fastest_first({k: spread(v) for k, v in few.items()}, few)
+    assert ranked[0].to_next is None
 
 
 # --- the census and descriptive-performance ----------------------------------------------------
@@ -332,11 +343,13 @@ def test_census_ends_with_its_images_fastest_first_and_how_sure(tmp_path, capsys
     lines = capsys.readouterr().err.splitlines()
     assert "fastest first" in lines[0]
     assert [line.split()[0] for line in lines[1:]] == ["v4.sif", "opt.sif", "v3.sif", "plain.sif"]
-    # 5 runs: the whole range, which covers the median with 94 %
-    assert lines[1].endswith("faster than the next")
+    # 5 runs: the whole range, which covers the median with 94 %; opt's runs 1.90 s above v4's
+    # (the shift: the median of the 25 differences), its interval [D(3), D(23)] 97 %
     assert "1.10 s [1.00–1.20] (covers 94%)" in lines[1]
-    assert lines[2].endswith("overlaps the next") and "n=5" in lines[2]
-    assert lines[3].endswith("faster than the next") and lines[4].endswith("n=5")
+    assert lines[1].endswith("faster than the next by 1.90 s [1.75–2.00]")
+    assert lines[2].endswith("not told apart from the next") and "n=5" in lines[2]
+    assert lines[3].endswith("faster than the next by 1.05 s [0.90–1.30]")
+    assert lines[4].endswith("n=5")
 
 
 def test_the_direction_of_a_measure_is_its_applications():

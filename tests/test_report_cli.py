@@ -202,8 +202,8 @@ def test_every_table_fits_and_keeps_its_numbers(tmp_path: Path, width: int):
         assert report.formats.measured(e) in flat
     shift = s.modes["descriptive-performance"]
     assert shift.shift is not None
-    against, _, cell, _, verdict = report.formats.shift_cells(shift)  # successes: the mode table's
-    for cell in (against, cell, verdict):  # the shift, its interval and verdict, whole
+    against, _, interval, _, verdict = report.formats.shift_cells(shift)  # successes: mode table's
+    for cell in (against, interval, verdict):  # the shift, its interval and verdict, whole
         assert cell in flat, cell
 
 

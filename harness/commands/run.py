@@ -275,15 +275,15 @@ def _summary(cfg, counts) -> None:
 def _speeds(outdir: Path) -> None:
     """A census's answer to "which of my images is fastest here, and how sure are we": the
     images that ran, fastest median time-to-solution first, each with its distribution-free
-    interval and whether that interval is clear of the next image's."""
+    interval and whether the next image is slower for sure (the shift of its times against this
+    image's, clear of zero: by how much, with its interval)."""
     from harness.select import performance
 
     census = performance.read_census(outdir)
     if census is None or not census.speeds:
         return
-    ranked = performance.fastest_first(census.speeds)
+    ranked = performance.fastest_first(census.speeds, census.values)
     width = max(len(short_name(r.name)) for r in ranked)
-    verdicts = {None: "", True: "  faster than the next", False: "  overlaps the next"}
     print("census: time-to-solution per image that ran, fastest first", file=sys.stderr)
     for r in ranked:
         s = r.spread
@@ -291,6 +291,16 @@ def _speeds(outdir: Path) -> None:
         if s.n < 2:  # one run: a time, no interval
             print(f"  {line}  n=1", file=sys.stderr)
             continue
-        covers = "" if s.coverage >= 0.95 else f" (covers {s.coverage:.0%})"
-        line += f" [{s.low:.2f}–{s.high:.2f}]{covers}"
-        print(f"  {line}  n={s.n}{verdicts[r.clear_of_next]}", file=sys.stderr)
+        line += f" [{s.low:.2f}–{s.high:.2f}]{_covers(s.coverage)}  n={s.n}"
+        shift = r.to_next
+        if shift is not None and r.clear_of_next:
+            line += f"  faster than the next by {shift.estimate:.2f} s"
+            line += f" [{shift.low:.2f}–{shift.high:.2f}]{_covers(shift.coverage)}"
+        elif shift is not None:
+            line += "  not told apart from the next"
+        print(f"  {line}", file=sys.stderr)
+
+
+def _covers(coverage: float) -> str:
+    """What an interval covers, said only where it is below 95 % (too few runs)."""
+    return "" if coverage >= 0.95 else f" (covers {coverage:.0%})"

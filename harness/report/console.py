@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import harness.report.formats as fmt
 from harness.report.model import ModeRow, OutdirInfo, Summary
@@ -165,36 +166,43 @@ def _image_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> 
     ]
 
 
-def _speed_tables(label: str, summary: Summary, keys: list[str], wide: bool) -> list:
+def _speed_tables(label: str, summary: Summary, keys: list[str], width: int) -> list:
     """The images that ran, fastest median time-to-solution first, each median with its
-    interval and whether that interval is clear of the next image's; when not wide, the
-    figures of merit go into a second table."""
+    interval and how much slower the next image runs (the shift of its times against this
+    image's, where that is clear of zero); at width 1 the figures of merit go into a second
+    table, at 0 the next image's shift too."""
     short = fmt.short_images(summary)
     images = summary.images or {}
     order = fmt.fastest_first(summary, keys)
-    left = [
-        [
-            short[r.name],
-            str(r.spread.n),
-            fmt.covers(r.spread),
-            fmt.figure_ci(r.spread, "s"),
-            fmt.next_verdict(r),
-        ]
-        for r in order
-    ]
+    names = [short[r.name] for r in order]
+    times = [[str(r.spread.n), fmt.covers(r.spread), fmt.figure_ci(r.spread, "s")] for r in order]
+    nexts = [[fmt.next_verdict(r)] for r in order]
     columns = [c for c in summary.columns if any(c.name in images[r.name].speed for r in order)]
-    right = [[fmt.speed_cell(images[r.name], c) for c in columns] for r in order]
-    head_left = ["image", "ok", "covers", "time-to-solution [95 % CI]", "vs next"]
-    head_right = [f"{c.label} [95 % CI]" for c in columns]
+    figures = [[fmt.speed_cell(images[r.name], c) for c in columns] for r in order]
+    head_times = ["ok", "covers", "time-to-solution [95 % CI]"]
+    head_next = ["next slower by [95 % CI]"]
+    head_figures = [f"{c.label} [95 % CI]" for c in columns]
     title = f"{label}: census, speed per image, fastest first"
-    if wide or not columns:
-        body = [[*a, *b] for a, b in zip(left, right, strict=True)]
-        return [_table(title, head_left + head_right, body, wide=wide)]
-    more = [[a[0], *b] for a, b in zip(left, right, strict=True)]
-    return [
-        _table(title, head_left, left, wide=False),
-        _table(f"{label}: census, figures of merit", ["image", *head_right], more, wide=False),
-    ]
+    parts = [(head_times + head_next + head_figures, [times, nexts, figures], title)]
+    if width < 2 and columns:
+        parts = [
+            (head_times + head_next, [times, nexts], title),
+            (head_figures, [figures], f"{label}: census, figures of merit"),
+        ]
+    if width < 1:
+        parts = [
+            (head_times, [times], title),
+            (head_next, [nexts], f"{label}: census, how much slower the next image is"),
+            *parts[1:],
+        ]
+
+    def rows(cols: list[list[list[str]]]) -> list[list[str]]:  # each image's cells, joined
+        return [
+            [n, *(c for part in cells for c in part)]
+            for n, *cells in zip(names, *cols, strict=True)
+        ]
+
+    return [_table(t, ["image", *head], rows(cols), wide=width == 2) for head, cols, t in parts]
 
 
 def _compare_tables(summary: Summary, wide: bool) -> list:
@@ -218,14 +226,17 @@ def _compare_tables(summary: Summary, wide: bool) -> list:
     ]
 
 
-def _print_fitting(console, build: Callable[[bool], list]) -> None:
-    """The wide tables when they fit the console, else the narrow ones."""
+def _print_fitting(
+    console, build: Callable[[Any], list], layouts: Sequence = (True, False)
+) -> None:
+    """The first layout whose tables fit the console (the widest first), else the last."""
     from rich.measure import Measurement
 
-    tables = build(True)
     unlimited = console.options.update(max_width=10**5)
-    if any(Measurement.get(console, unlimited, t).maximum > console.width for t in tables):
-        tables = build(False)
+    for layout in layouts:
+        tables = build(layout)
+        if all(Measurement.get(console, unlimited, t).maximum <= console.width for t in tables):
+            break
     for t in tables:
         console.print(t)
 
@@ -256,6 +267,6 @@ def render(summary: Summary, console) -> None:
         if images:
             _print_fitting(console, partial(_image_tables, label, summary, images))
             if fmt.fastest_first(summary, images):
-                _print_fitting(console, partial(_speed_tables, label, summary, images))
+                _print_fitting(console, partial(_speed_tables, label, summary, images), (2, 1, 0))
     if summary.compare:
         _print_fitting(console, partial(_compare_tables, summary))

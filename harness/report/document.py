@@ -174,7 +174,7 @@ def _images(summary: Summary) -> Section:
 def _speeds(summary: Summary) -> Section:
     short = fmt.short_images(summary)
     images = summary.images or {}
-    head = ["image", "ok", "covers", "time-to-solution [95 % CI]", "vs next"]
+    head = ["image", "ok", "covers", "time-to-solution [95 % CI]", "next slower by [95 % CI]"]
     head += [f"{c.label} [95 % CI]" for c in summary.columns]
     table = Table(head, "lrrrl" + "r" * len(summary.columns))
     for r in fmt.fastest_first(summary, images):
@@ -231,8 +231,9 @@ HOW_TO_READ = [
     "`speed per image` lists the census images that ran, fastest median time-to-solution "
     "first, each median (time-to-solution and every headline figure) with its distribution-free "
     "95 % interval; `covers` is what that interval really covers (below 95 % with 5 runs or "
-    "fewer: the whole range); `vs next` is `faster` when the image's interval is clear of the "
-    "next image's, `overlaps` when these runs cannot tell the two apart.",
+    "fewer: the whole range); `next slower by` is the shift of the next image's times against "
+    "this one's (the same statistic as against a baseline mode) where its interval is clear of "
+    "zero, `not told apart` where these runs cannot tell the two apart.",
     "`expected` is a mode's success rate predicted from the census: the mean, over the mode's "
     "candidates on the census host, of each image's census success fraction; candidates without "
     "a counted census run are left out (`missing`). Beside a measured rate of that mode, `95 % "

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from harness.report.aggregate import Iteration
 from harness.report.ordering import ModeOrder
-from harness.report.shift import Shift
-from harness.select.performance import Spread
+from harness.select.performance import Ranked, Spread
+from harness.select.shift import Shift
 
 SCHEMA = "compat-harness/report/2"  # 2: n leaves out reasons with rate false (infra)
 
@@ -109,6 +109,7 @@ class ImageRow(Counts):
     # time_to_solution_s and each headline figure -> the median of the successes with its
     # distribution-free 95 % interval (harness/select/performance.py); absent without a success
     speed: dict[str, Spread] = field(default_factory=dict)
+    run_times: Sequence[float] = field(default_factory=list, repr=False)  # the successes'
 
     def to_json(self) -> dict:
         return {
@@ -234,6 +235,8 @@ class Summary:
     compare: dict[str, Comparison] | None = None
     iterations: dict[str, IterationList] = field(default_factory=dict)  # by outdir label
     schema: str = SCHEMA
+    # images (row keys) -> their ranking by speed, made once for every table that shows it
+    rankings: dict[tuple[str, ...], list[Ranked]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         body: dict = {

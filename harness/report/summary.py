@@ -30,10 +30,10 @@ from harness.report.model import (
     Summary,
 )
 from harness.report.ordering import ModeOrder, image_matches, image_sort_key
-from harness.report.shift import Shift, shift
 from harness.report.stats import binomial_interval, counts, median
 from harness.select import modes as mode_data
 from harness.select.performance import TIME_TO_SOLUTION, spread
+from harness.select.shift import Shift, shift
 
 
 def mode_order(aggregates: Aggregates, mode_file: str | Path | None = None) -> ModeOrder:
@@ -155,6 +155,7 @@ def _images(outs: list[OutdirData]) -> dict[str, ImageRow]:
                     k: speed[k].median if k in speed else None for k in g.values if k != "run_s"
                 },
                 speed=speed,
+                run_times=g.values["run_s"],
             )
     return rows
 

@@ -12,6 +12,10 @@ of its n values that enclose the population median with probability at least `co
 few runs for the confidence asked (n <= 5 for 95 %), the interval is the whole range and
 `coverage` says what it really covers (75 % for 3 runs, 94 % for 5).
 
+Whether one image is faster than the next is a two-sample question (harness/select/shift.py):
+the shift of the next image's times against this one's, clear of zero or not; two medians'
+intervals may overlap while every pair of runs says the same.
+
 `ranking()` is what `descriptive-performance` chooses by (harness/data/modes.yaml): the images
 a census on this host saw succeed, fastest median first, then those it never saw succeed; with
 no census for this host, the highest microarchitecture level an image was built for first.
@@ -21,13 +25,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from harness import application, records
 from harness.errors import HarnessError
 from harness.reason_names import SUCCESS
+from harness.select.shift import Shift, shift
 
 TIME_TO_SOLUTION = "time_to_solution_s"
 # What a census must share with the run that uses its speeds: otherwise they measured another
@@ -45,29 +51,31 @@ class Spread:
     high: float
     coverage: float  # the probability that [low, high] holds the population median
 
-    def overlaps(self, other: Spread) -> bool:
-        return self.low <= other.high and other.low <= self.high
-
 
 @dataclass(frozen=True)
 class Ranked:
-    """An image in a ranking by speed, and whether its interval is clear of the next (slower)
-    image's: None for the slowest, and beside a single run (no interval to compare)."""
+    """An image in a ranking by speed, and how much slower the next image runs: the shift of
+    its times against this one's (None for the slowest, and beside a single run)."""
 
     name: str
     spread: Spread
-    clear_of_next: bool | None
+    to_next: Shift | None
+
+    @property
+    def clear_of_next(self) -> bool | None:
+        """Whether the next image is slower for sure (the shift's interval above zero)."""
+        return None if self.to_next is None else self.to_next.low > 0
 
 
-def fastest_first(speeds: dict[str, Spread]) -> list[Ranked]:
-    """Images by their median time-to-solution, lowest first (ties keep the given order)."""
+def fastest_first(speeds: dict[str, Spread], times: dict[str, Sequence[float]]) -> list[Ranked]:
+    """Images by their median time-to-solution (`speeds`, the spreads of their runs' `times`),
+    lowest first (ties keep the given order), each with the next image's shift."""
     order = sorted(speeds, key=lambda name: speeds[name].median)
     ranked = []
     for i, name in enumerate(order):
-        s = speeds[name]
-        after = speeds[order[i + 1]] if i + 1 < len(order) else None
-        clear = None if after is None or s.n < 2 or after.n < 2 else not s.overlaps(after)
-        ranked.append(Ranked(name, s, clear))
+        after = order[i + 1] if i + 1 < len(order) else None
+        few = after is None or min(len(times[name]), len(times[after])) < 2
+        ranked.append(Ranked(name, speeds[name], None if few else shift(times[name], times[after])))
     return ranked
 
 
@@ -80,6 +88,7 @@ def median(values: list[float]) -> float:
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+@cache  # an image's measures share n; one binomial coefficient of 20,000 is milliseconds
 def _interval(n: int, confidence: float) -> tuple[int, float]:
     """The j of the interval [x(j), x(n-1-j)] (0-based) and its coverage of the median,
     1 - 2 P(B <= j), B ~ binomial(n, 1/2): the largest j up to the middle whose coverage is
@@ -88,8 +97,11 @@ def _interval(n: int, confidence: float) -> tuple[int, float]:
     took hours)."""
     total = 2**n
     top = max(0, (n - 2) // 2)  # the largest j with j < n - 1 - j
-    inside = sum(math.comb(n, i) for i in range(top + 1, n - top))  # 2**n - 2 P(B <= top)
     term = math.comb(n, top)
+    inside, c = 0, term  # inside: 2**n - 2 P(B <= top), the one or two middle terms
+    for i in range(top + 1, n - top):
+        c = c * (n - i + 1) // i
+        inside += c
     j = top
     while j > 0 and 1 - 2 * ((total - inside) // 2 / total) < confidence:
         inside += 2 * term
@@ -126,23 +138,15 @@ def better_first(measure: str, app_name: str = application.DEFAULT) -> bool:
     return app is not None and app.higher_is_better(measure)
 
 
-def per_image(
-    recs: Iterable[records.Record], measures: Iterable[str] = (TIME_TO_SOLUTION,)
-) -> dict[str, dict[str, Spread]]:
-    """Image -> measure -> Spread, from the successful records (images without one absent)."""
-    wanted = tuple(measures)
-    values: dict[str, dict[str, list[float]]] = {}
+def per_image(recs: Iterable[records.Record], measure: str) -> dict[str, list[float]]:
+    """Image -> the measure's values in its successful records (images without one absent)."""
+    values: dict[str, list[float]] = {}
     for rec in recs:
-        if rec.reason != SUCCESS or rec.image is None:
-            continue
-        for m in wanted:
-            v = value(rec, m)
+        if rec.reason == SUCCESS and rec.image is not None:
+            v = value(rec, measure)
             if v is not None:
-                values.setdefault(rec.image, {}).setdefault(m, []).append(v)
-    return {
-        image: {m: spread(vs) for m, vs in by_measure.items()}
-        for image, by_measure in values.items()
-    }
+                values.setdefault(rec.image, []).append(v)
+    return values
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class Census:
     speeds: dict[str, Spread]  # image -> spread of the measure
     measure: str
     application: str = application.DEFAULT  # what the census ran (its records')
+    values: dict[str, list[float]] = field(default_factory=dict)  # image -> the measure's values
 
 
 def read_census(outdir: Path, measure: str = TIME_TO_SOLUTION) -> Census | None:
@@ -170,8 +175,9 @@ def read_census(outdir: Path, measure: str = TIME_TO_SOLUTION) -> Census | None:
     if not recs or not isinstance(body, dict) or not isinstance(body.get("host"), dict):
         return None
     run = {k: getattr(recs[0], k) for k in SAME_RUN}
-    speeds = {image: m[measure] for image, m in per_image(recs, [measure]).items()}
-    return Census(Path(outdir), body["host"], run, speeds, measure, recs[0].application)
+    values = per_image(recs, measure)
+    speeds = {image: spread(vs) for image, vs in values.items()}
+    return Census(Path(outdir), body["host"], run, speeds, measure, recs[0].application, values)
 
 
 def census_fits(census: Census, host: dict[str, str], keys: Iterable[str], run: dict) -> str:

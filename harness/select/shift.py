@@ -1,14 +1,15 @@
-"""How much faster one mode's picks run than another's: the Hodges–Lehmann shift of their
-time-to-solution, with its distribution-free (Moses) interval.
+"""How much faster one set of runs is than another: the Hodges–Lehmann shift of their times,
+with its distribution-free (Moses) interval. The report measures a mode against its baseline
+mode with it (modes.yaml `against`), and a census each image against the next slower one.
 
-Each mode's median and its interval say how fast what that mode picks runs; whether one mode
-picks faster than another is a two-sample question. Two medians' intervals can touch while
-every run of one mode is faster than most runs of the other: a mode that picks at random among
-three images runs the fastest of them about a third of the time, and its median's interval
-reaches down to its second-fastest run.
+A median and its interval say how fast one set of runs is; whether one is faster than another
+is a two-sample question. Two medians' intervals can touch while every run of one mode is
+faster than most runs of the other: a mode that picks at random among three images runs the
+fastest of them about a third of the time, and its median's interval reaches down to its
+second-fastest run.
 
-The shift is the median of the m·n differences y_j − x_i between the mode's run times (y) and
-its baseline's (x): negative when the mode is faster. Its interval is [D(k), D(mn+1−k)], order
+The shift is the median of the m·n differences y_j − x_i between the run times (y) and their
+baseline's (x): negative when y is faster. Its interval is [D(k), D(mn+1−k)], order
 statistics of those differences, where k − 1 is the largest count c with P(U <= c) <= (1 −
 confidence) / 2 for the Mann–Whitney U of two samples of the same continuous distribution
 (exact for m·n <= EXACT, the normal approximation above). It holds the true shift with at least
@@ -20,7 +21,10 @@ covers.
 
 The k-th difference is found without forming the m·n differences: bisection on the value,
 counting the differences at or below it with one sorted search, until few enough remain to
-sort (a campaign's hundred thousand runs against as many is a few dozen searches).
+sort. Above THIN runs a side, each side is first reduced to THIN evenly spaced order statistics
+of its times (its quantiles): a report ranks every census image against the next, and a census
+of 20,000 runs an image would otherwise take seconds. The interval is then that of THIN runs a
+side, wider than all the runs would give; `n` and `n_baseline` still count them all.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 EXACT = 2500  # m·n up to which U's null distribution is counted exactly (50 against 50)
+THIN = 1000  # runs a side above which the shift is taken from that many order statistics
 
 
 @dataclass(frozen=True)
@@ -65,19 +70,28 @@ class Shift:
 
 def shift(baseline: Sequence[float], values: Sequence[float], confidence: float = 0.95) -> Shift:
     """The Hodges–Lehmann shift of `values` against `baseline` and its interval."""
-    import numpy as np
-
-    x = np.sort(np.asarray(baseline, dtype=np.float64))
-    y = np.sort(np.asarray(values, dtype=np.float64))
-    m, n = len(x), len(y)
-    if not m or not n:
+    x, y = _thinned(baseline), _thinned(values)
+    if not len(x) or not len(y):
         raise ValueError("a shift needs values on both sides")
+    m, n = len(x), len(y)
     total = m * n
     k, coverage = _order(m, n, confidence)
     middle = [(total + 1) // 2] if total % 2 else [total // 2, total // 2 + 1]
     estimate = sum(_kth(x, y, i) for i in middle) / len(middle)
     low, high = _kth(x, y, k), _kth(x, y, total + 1 - k)
-    return Shift(m, n, float(estimate), float(low), float(high), round(coverage, 4))
+    return Shift(
+        len(baseline), len(values), float(estimate), float(low), float(high), round(coverage, 4)
+    )
+
+
+def _thinned(values: Sequence[float]):
+    """The values sorted, or THIN evenly spaced order statistics of them when there are more."""
+    import numpy as np
+
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if len(ordered) <= THIN:
+        return ordered
+    return ordered[np.linspace(0, len(ordered) - 1, THIN).round().astype(np.int64)]
 
 
 def _order(m: int, n: int, confidence: float) -> tuple[int, float]:
