@@ -344,6 +344,8 @@ def test_render_narrow_console_keeps_numbers_whole(outdir: Path):
     assert "failures by reason" in text  # counts moved to their own table
     assert "123456" in text
     assert all(len(line) <= 60 for line in text.splitlines())
+    basic = s.modes["basic"]  # the time-to-solution moved to its own table, whole
+    assert report.formats.tts_ci(basic.median_wall_s, basic.tts_ci95) in text
 
 
 # --------------------------------------------------------------------------- infra, census

@@ -1,6 +1,7 @@
 """The tables `harness report` prints (rich). Every table fits the console (100 columns is the
-target; the tests hold 100, 80 and 60): when the wide layout does not fit, it is stacked into
-two narrower tables, names and log lines wrap, and a number is never cut.
+target; the tests hold every table to 100 and 80, and the modes' tables to 60): when the wide
+layout does not fit, it is stacked into narrower tables, names and log lines wrap, and a number
+is never cut.
 """
 
 from __future__ import annotations
@@ -51,22 +52,31 @@ def _styled(text: str, style: str | None):
     return Text(text, style=style or "")
 
 
-def _mode_tables(out: OutdirInfo, rows: list[ModeRow], failures: list[str], wide: bool) -> list:
-    """The outdir's table; when not wide, reason counts go into a second table of their own."""
+def _mode_tables(out: OutdirInfo, rows: list[ModeRow], failures: list[str], width: int) -> list:
+    """The outdir's table; at width 1 the reason counts go into a second table of their own, at
+    0 the time-to-solution too."""
     head = ["mode", "n", "ok", "rate [95 % CI]"]
     cells = [[m.mode, str(m.n), str(m.success), fmt.rate_ci(m.rate, m.ci95)] for m in rows]
     counts = [[str(m.reasons.get(r, 0)) for r in failures] for m in rows]
     wall = [[fmt.tts_ci(m.median_wall_s, m.tts_ci95), fmt.regret(m.regret_s)] for m in rows]
     speed = ["time-to-solution [95 % CI]", "regret"]
     title = f"{out.label}  ({out.path})"
-    if wide or not failures:
+    if width == 2 or (width == 1 and not failures):
         body = [[*c, *k, *w] for c, k, w in zip(cells, counts, wall, strict=True)]
-        return [_table(title, [*head, *failures, *speed], body, wide=wide)]
-    main = [[*c, *w] for c, w in zip(cells, wall, strict=True)]
+        return [_table(title, [*head, *failures, *speed], body, wide=width == 2)]
     reasons = [[m.mode, *k] for m, k in zip(rows, counts, strict=True)]
+    by_reason = f"{out.label}: failures by reason"
+    tables = [_table(by_reason, ["mode", *failures], reasons, wide=False)] if failures else []
+    if width == 1:
+        main = [[*c, *w] for c, w in zip(cells, wall, strict=True)]
+        return [_table(title, [*head, *speed], main, wide=False), *tables]
+    times = [[m.mode, *w] for m, w in zip(rows, wall, strict=True)]
     return [
-        _table(title, [*head, *speed], main, wide=False),
-        _table(f"{out.label}: failures by reason", ["mode", *failures], reasons, wide=False),
+        _table(title, head, cells, wide=False),
+        *tables,
+        _table(
+            f"{out.label}: time-to-solution of the successes", ["mode", *speed], times, 1, False
+        ),
     ]
 
 
@@ -259,7 +269,7 @@ def render(summary: Summary, console) -> None:
         if rows:
             present = fmt.seen(rows)
             failures = fmt.reason_columns([r for r in fmt.all_reasons(summary) if r in present])
-            _print_fitting(console, partial(_mode_tables, out, rows, failures))
+            _print_fitting(console, partial(_mode_tables, out, rows, failures), (2, 1, 0))
             if any(m.against is not None for m in rows):
                 _print_fitting(console, partial(_shift_tables, label, rows))
         if expected:
