@@ -247,7 +247,11 @@ def test_records_carry_the_application_and_overhead_times(replay, tmp_path):
 
 # --- the isa reason ----------------------------------------------------------------------------
 
-FP16 = r"""
+# Programs that each execute one instruction of an x86 extension, by /proc/cpuinfo flag with
+# gcc's switch for it: no x86 CPU has all three (Intel has no SSE4a or FMA4; AMD's Zen no FMA4
+# and, before Zen 5, no AVX512-FP16), so some CPU fault is there to produce on either vendor.
+ISA_PROGRAMS = {
+    "avx512_fp16": ("-mavx512fp16", r"""
 #include <immintrin.h>
 #include <stdio.h>
 int main(int argc, char **argv) {
@@ -257,7 +261,28 @@ int main(int argc, char **argv) {
     printf("%f\n", (double)_mm512_reduce_add_ph(v));
     return 0;
 }
-"""
+"""),
+    "sse4a": ("-msse4a", r"""
+#include <x86intrin.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    volatile long long x = argc;
+    __m128i v = _mm_extracti_si64(_mm_cvtsi64_si128(x), 8, 0);
+    printf("%lld\n", (long long)_mm_cvtsi128_si64(v));
+    return 0;
+}
+"""),
+    "fma4": ("-mfma4", r"""
+#include <x86intrin.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    volatile float x = (float)argc;
+    __m128 v = _mm_set1_ps(x);
+    printf("%f\n", (double)_mm_cvtss_f32(_mm_macc_ps(v, v, v)));
+    return 0;
+}
+"""),
+}  # fmt: skip
 
 
 def cpu_flags() -> set[str]:
@@ -267,28 +292,30 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def fp16_program(tmp_path: Path) -> Path:
-    """A program built for AVX512-FP16, which this CPU lacks (skip where it has it, or where
-    gcc cannot build for it)."""
-    if "avx512_fp16" in cpu_flags():
-        pytest.skip("this CPU has AVX512-FP16: no illegal instruction to produce with it")
+def illegal_program(tmp_path: Path) -> Path:
+    """A program built for the first extension of ISA_PROGRAMS this CPU lacks (skip where it
+    has them all, or where gcc cannot build for the one it lacks)."""
+    lacking = [flag for flag in ISA_PROGRAMS if flag not in cpu_flags()]
+    if not lacking:
+        pytest.skip(f"this CPU has {', '.join(ISA_PROGRAMS)}: no illegal instruction to produce")
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    (tmp_path / "fp16.c").write_text(FP16)
+    switch, source = ISA_PROGRAMS[lacking[0]]
+    (tmp_path / "isa.c").write_text(source)
     build = subprocess.run(
-        ["gcc", "-O1", "-mavx512fp16", "-o", str(tmp_path / "fp16"), str(tmp_path / "fp16.c")],
+        ["gcc", "-O1", switch, "-o", str(tmp_path / "isa"), str(tmp_path / "isa.c")],
         capture_output=True,
         text=True,
     )
     if build.returncode != 0:
-        pytest.skip(f"gcc cannot build for AVX512-FP16 here: {build.stderr.strip()[-200:]}")
-    return tmp_path / "fp16"
+        pytest.skip(f"gcc cannot build for {lacking[0]} here: {build.stderr.strip()[-200:]}")
+    return tmp_path / "isa"
 
 
 def test_isa_reason_from_a_genuine_illegal_instruction(tmp_path):
-    """The CPU raises SIGILL on the first AVX512-FP16 instruction; the shell that started the
-    program reports it, and the classifier names `isa`."""
-    program = fp16_program(tmp_path)
+    """The CPU raises SIGILL on the first instruction of an extension it lacks; the shell that
+    started the program reports it, and the classifier names `isa`."""
+    program = illegal_program(tmp_path)
     proc = subprocess.run(
         ["bash", "-c", f"{program}; exit $?"], capture_output=True, text=True, timeout=60
     )
@@ -301,7 +328,7 @@ def test_isa_reason_from_a_genuine_illegal_instruction(tmp_path):
 def test_isa_reason_under_mpirun_and_apptainer(lab, tmp_path):
     """The same program in a lab image under the host's mpirun, as `harness run` launches
     images: Open MPI reports the rank's death by signal 4."""
-    program = fp16_program(tmp_path)
+    program = illegal_program(tmp_path)
     sif = cache_dir() / "sif" / "none-debian-12-amd64.sif"
     require("the lab's none-debian-12-amd64 image", None if sif.is_file() else f"no {sif}")
     argv = ["mpirun", "--allow-run-as-root", "-n", "2", "apptainer", "exec", "--bind"]
