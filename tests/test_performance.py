@@ -248,8 +248,8 @@ def test_records_carry_the_application_and_overhead_times(replay, tmp_path):
 # --- the isa reason ----------------------------------------------------------------------------
 
 # Programs that each execute one instruction of an x86 extension, by /proc/cpuinfo flag with
-# gcc's switch for it: no x86 CPU has all three (Intel has no SSE4a or FMA4; AMD's Zen no FMA4
-# and, before Zen 5, no AVX512-FP16), so some CPU fault is there to produce on either vendor.
+# gcc's switch for it: no x86 CPU reports all three (no Intel CPU has SSE4a or FMA4, no AMD Zen
+# has FMA4), so an illegal instruction is there to produce on either vendor.
 ISA_PROGRAMS = {
     "avx512_fp16": ("-mavx512fp16", r"""
 #include <immintrin.h>
