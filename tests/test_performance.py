@@ -295,7 +295,8 @@ def cpu_flags() -> set[str]:
 def illegal_program(tmp_path: Path) -> Path:
     """A program built for the first extension of ISA_PROGRAMS this CPU lacks (skip where it
     has them all, or where gcc cannot build for the one it lacks)."""
-    lacking = [flag for flag in ISA_PROGRAMS if flag not in cpu_flags()]
+    flags = cpu_flags()
+    lacking = [flag for flag in ISA_PROGRAMS if flag not in flags]
     if not lacking:
         pytest.skip(f"this CPU has {', '.join(ISA_PROGRAMS)}: no illegal instruction to produce")
     if shutil.which("gcc") is None:
